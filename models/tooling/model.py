@@ -1,0 +1,187 @@
+"""Llama-style decoder for the default model family (torch 1.13, ONNX-exportable).
+
+RMSNorm, rotary positions computed from explicit position ids, grouped-query attention, SwiGLU,
+embedding tied with the LM head.
+
+The forward pass used for ONNX takes
+  input_ids      [B, T]            int64
+  position_ids   [B, T]            int64
+  attention_bias [B, 1, T, P+T]    float32, 0 = attend, large negative = blocked (any mask: causal,
+                                   padding, tree)
+  past K and V   [B, P, KV, hd]    float32 per layer, token-major so that the first P rows of a
+                                   preallocated [capacity, KV, hd] buffer are a contiguous prefix
+and returns
+  logits         [B, T, V]
+  hidden         [B, T, D]         after the final norm (Medusa / Hydra / Chimera input)
+  hidden_shallow [B, T, D]         residual stream after `shallow_layers` blocks (Kangaroo input)
+  new K and V    [B, T, KV, hd]    per layer, only the T new positions (RoPE already applied)
+"""
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NEG = -1e9  # not -inf: a fully masked (padding) row must give no NaN
+
+
+@dataclass
+class Config:
+    vocab: int = 4096
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    ffn_hidden: int = 704
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    context: int = 1024
+    shallow_layers: int = 2
+
+    @property
+    def head_dim(self):
+        return self.d_model // self.n_heads
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotate_half(x):
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.h, self.kv, self.hd = c.n_heads, c.n_kv_heads, c.head_dim
+        self.wq = nn.Linear(c.d_model, self.h * self.hd, bias=False)
+        self.wk = nn.Linear(c.d_model, self.kv * self.hd, bias=False)
+        self.wv = nn.Linear(c.d_model, self.kv * self.hd, bias=False)
+        self.wo = nn.Linear(self.h * self.hd, c.d_model, bias=False)
+
+    def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
+        """x [B,T,D]; cos/sin [B,T,1,hd]; bias [B,1,T,S] additive; past [B,P,KV,hd]."""
+        B, T, _ = x.shape
+        g = self.h // self.kv
+        q = self.wq(x).view(B, T, self.h, self.hd)
+        k = self.wk(x).view(B, T, self.kv, self.hd)
+        v = self.wv(x).view(B, T, self.kv, self.hd)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        new_k, new_v = k, v
+        if past_k is not None:
+            k = torch.cat([past_k, k], dim=1)
+            v = torch.cat([past_v, v], dim=1)
+        S = k.shape[1]
+        # group the query heads that share one kv head: [B, KV, g*T, hd]
+        qg = q.view(B, T, self.kv, g, self.hd).permute(0, 2, 3, 1, 4).reshape(B, self.kv, g * T, self.hd)
+        kt = k.permute(0, 2, 3, 1)                                   # [B, KV, hd, S]
+        vt = v.permute(0, 2, 1, 3)                                   # [B, KV, S, hd]
+        att = torch.matmul(qg, kt) * (1.0 / math.sqrt(self.hd))      # [B, KV, g*T, S]
+        att = att.view(B, self.kv, g, T, S) + bias.unsqueeze(1)      # bias [B,1,1,T,S]
+        att = torch.softmax(att, dim=-1).view(B, self.kv, g * T, S)
+        y = torch.matmul(att, vt)                                    # [B, KV, g*T, hd]
+        y = y.view(B, self.kv, g, T, self.hd).permute(0, 3, 1, 2, 4).reshape(B, T, self.h * self.hd)
+        return self.wo(y), new_k, new_v
+
+
+class MLP(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.w1 = nn.Linear(c.d_model, c.ffn_hidden, bias=False)
+        self.w3 = nn.Linear(c.d_model, c.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(c.ffn_hidden, c.d_model, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.attn_norm = RMSNorm(c.d_model, c.norm_eps)
+        self.attn = Attention(c)
+        self.mlp_norm = RMSNorm(c.d_model, c.norm_eps)
+        self.mlp = MLP(c)
+
+    def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
+        a, k, v = self.attn(self.attn_norm(x), cos, sin, bias, past_k, past_v)
+        x = x + a
+        return x + self.mlp(self.mlp_norm(x)), k, v
+
+
+def causal_bias(T, P=0):
+    """[1,1,T,P+T] additive causal mask for T new tokens after P cached ones."""
+    q = torch.arange(T).unsqueeze(1) + P
+    k = torch.arange(P + T).unsqueeze(0)
+    return torch.where(k <= q, 0.0, NEG).view(1, 1, T, P + T)
+
+
+class Decoder(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.c = c
+        self.embed = nn.Embedding(c.vocab, c.d_model)
+        self.layers = nn.ModuleList([Block(c) for _ in range(c.n_layers)])
+        self.norm = RMSNorm(c.d_model, c.norm_eps)
+        inv = 1.0 / (c.rope_theta ** (torch.arange(0, c.head_dim, 2).float() / c.head_dim))
+        self.register_buffer("inv_freq", inv, persistent=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2 style scaled init of residual projections
+            if name.endswith("wo.weight") or name.endswith("w2.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layers))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def n_params(self, embedding=True):
+        n = sum(p.numel() for p in self.parameters())
+        return n if embedding else n - self.embed.weight.numel()
+
+    def rope(self, position_ids):
+        freqs = position_ids.unsqueeze(-1).float() * self.inv_freq     # [B,T,hd/2]
+        emb = torch.cat([freqs, freqs], dim=-1).unsqueeze(2)            # [B,T,1,hd]
+        return emb.cos(), emb.sin()
+
+    def lm_head(self, h):
+        B, T, D = h.shape
+        # 2-D so the export can be re-tied to Gemm(h, E, transB=1) (see export.py)
+        return F.linear(h.reshape(B * T, D), self.embed.weight).view(B, T, self.c.vocab)
+
+    def forward(self, input_ids, position_ids=None, bias=None, past=None):
+        """Returns logits, hidden (post-norm), hidden_shallow, list of (new_k, new_v)."""
+        B, T = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(T).unsqueeze(0).expand(B, T)
+        if bias is None:
+            bias = causal_bias(T)
+        cos, sin = self.rope(position_ids)
+        x = self.embed(input_ids)
+        shallow = x
+        new = []
+        for i, layer in enumerate(self.layers):
+            pk, pv = past[i] if past is not None else (None, None)
+            x, k, v = layer(x, cos, sin, bias, pk, pv)
+            new.append((k, v))
+            if i + 1 == self.c.shallow_layers:
+                shallow = x
+        h = self.norm(x)
+        return self.lm_head(h), h, shallow, new
+
+    def loss(self, ids, targets):
+        logits = self.forward(ids)[0]
+        return F.cross_entropy(logits.view(-1, self.c.vocab), targets.reshape(-1))

@@ -1,0 +1,64 @@
+// The drafter contract. A drafter only proposes; the acceptance policy in src/engine/acceptance.ts
+// alone decides what is kept, so no drafter can change the output of a lossless policy.
+
+/**
+ * A draft tree hanging below the root (the last committed token, whose KV is not cached yet).
+ * Nodes are in topological order: a node's parent index is smaller than its own.
+ */
+export interface DraftTree {
+  /** [nodes] proposed token ids. */
+  tokens: Int32Array;
+  /** [nodes] parent node index, -1 = child of the root. */
+  parents: Int32Array;
+  /**
+   * How children were chosen. 'deterministic' (top-k, lookup, search): verified with the q = 1
+   * rule. 'sampled' (drawn i.i.d. from q): verified with min(1, p/q) and the residual, and
+   * `probs` must be set.
+   */
+  kind: 'deterministic' | 'sampled';
+  /** [nodes, vocab] the draft distribution q each node was drawn from (sampled trees only). */
+  probs?: Float32Array;
+}
+
+/** What a drafter sees of one sequence when asked for a draft. */
+export interface DraftContext {
+  seqId: number;
+  /** Every committed token (prompt and output), ending with the root. */
+  tokens: readonly number[];
+  /** Upper bound on nodes in the returned tree. */
+  maxNodes: number;
+  /** Target post-final-norm hidden state at the root's parent position [hidden], when declared. */
+  hidden?: Float32Array;
+}
+
+export interface DrafterNeeds {
+  /** Target features the drafter consumes. */
+  hidden: false | 'last';
+  /** Whether the target must be a tree-capable (speculative-layout) model. */
+  treeMask: boolean;
+}
+
+export interface Drafter {
+  readonly name: string;
+  readonly needs: DrafterNeeds;
+  /** One entry per context; null = no draft for that sequence this step. */
+  propose(batch: readonly DraftContext[]): Promise<(DraftTree | null)[]> | (DraftTree | null)[];
+  /** Adaptive state update after verification: the tokens committed this step (accepted + bonus). */
+  observe?(seqId: number, committed: readonly number[], accepted: number, drafted: number): void;
+  /** Frees per-request state. Called exactly once per sequence that was proposed for. */
+  release(seqId: number): void;
+}
+
+/** Thrown by a drafter factory when it cannot run on this model; the engine lists it as unavailable. */
+export class DrafterUnavailable extends Error {
+  override name = 'DrafterUnavailable';
+}
+
+/** Builds a single-path tree from a list of tokens. */
+export function chain(tokens: readonly number[]): DraftTree {
+  return {
+    tokens: Int32Array.from(tokens),
+    parents: Int32Array.from(tokens, (_, i) => i - 1),
+    kind: 'deterministic',
+  };
+}

@@ -1,0 +1,54 @@
+// The one place drafter names resolve to implementations. Adding a drafter means adding a case
+// here; the `satisfies never` makes a forgotten name a compile error.
+import type { Drafter } from './Drafter.ts';
+import { DrafterUnavailable } from './Drafter.ts';
+import { AdedDrafter } from './aded/index.ts';
+import { PromptLookupDrafter } from './prompt-lookup/index.ts';
+
+export const DRAFTER_NAMES = ['prompt-lookup', 'aded'] as const;
+export type DrafterName = (typeof DRAFTER_NAMES)[number];
+
+export const DRAFTER_DESCRIPTIONS: Record<DrafterName, string> = {
+  'prompt-lookup': 'n-gram match in the context, chain drafts (no model files)',
+  aded: 'adaptive trigram matrix (corpus prior + per-request boosts) with tree search (ADED)',
+};
+
+export interface DrafterEnv {
+  modelDir: string;
+  vocabSize: number;
+  layout: 'speculative' | 'optimum';
+}
+
+export function createDrafter(name: DrafterName, env: DrafterEnv): Drafter {
+  switch (name) {
+    case 'prompt-lookup':
+      return new PromptLookupDrafter();
+    case 'aded':
+      return AdedDrafter.load(env);
+    default:
+      throw new Error(`unhandled drafter ${name satisfies never}`);
+  }
+}
+
+export interface DrafterSet {
+  drafters: Map<string, Drafter>;
+  info: { name: string; available: boolean; reason?: string; description: string }[];
+}
+
+/** Builds every drafter this model can run; the rest are listed with the reason. */
+export function createDrafters(env: DrafterEnv): DrafterSet {
+  const drafters = new Map<string, Drafter>();
+  const info: DrafterSet['info'] = [];
+  for (const name of DRAFTER_NAMES) {
+    try {
+      const d = createDrafter(name, env);
+      if (d.needs.treeMask && env.layout !== 'speculative') throw new DrafterUnavailable('needs the speculative ONNX layout (tree mask)');
+      if (d.needs.hidden && env.layout !== 'speculative') throw new DrafterUnavailable('needs hidden-state outputs (speculative ONNX layout)');
+      drafters.set(name, d);
+      info.push({ name, available: true, description: DRAFTER_DESCRIPTIONS[name] });
+    } catch (err) {
+      info.push({ name, available: false, reason: (err as Error).message, description: DRAFTER_DESCRIPTIONS[name] });
+    }
+  }
+  return { drafters, info };
+}

@@ -1,0 +1,109 @@
+// Acceptance policies: given the target's distribution at every node of a verified tree, decide
+// which path is kept and which token the target adds after it (the bonus token).
+//
+// Definitions used everywhere (metrics, stats, bench):
+//   accepted length  = draft nodes kept on the path (root excluded)
+//   tokens per step  = accepted length + 1 (the bonus token)
+//   mean acceptance length = mean of tokens per step over steps that verified a draft
+//
+// Lossless rules (methods.md §8):
+//   greedy (temperature 0)     longest path whose every token is the target argmax at its parent
+//   deterministic children     accept x with p(x); on rejection zero p(x), renormalise, next sibling
+//   sampled children (from q)  accept x with min(1, p(x)/q(x)); on rejection p <- norm(max(0, p - q))
+// The bonus is drawn from the (residual) distribution at the node where the walk stopped.
+import { argmax, Rng, sampleFrom } from './sampling.ts';
+
+export interface VerifyTree {
+  /** [nodes] token at each node; node 0 is the root (already chosen, never re-checked). */
+  tokens: Int32Array;
+  /** [nodes] parent index; -1 for the root. Topological order. */
+  parents: Int32Array;
+  kind: 'deterministic' | 'sampled';
+  /** [nodes, vocab] for sampled trees: q that node i was drawn from. Row 0 unused. */
+  draftProbs?: Float32Array;
+}
+
+export interface VerifyResult {
+  /** Node indices kept, starting with the root (0). */
+  path: number[];
+  /** Token the target emits after the last kept node. */
+  bonus: number;
+}
+
+/** Children of each node. Deterministic trees are deduplicated by token (first occurrence wins:
+ *  after a rejection p(x) = 0, so a duplicate could never be accepted anyway). Sampled children keep
+ *  their duplicates: they are i.i.d. draws, and the residual rule is lossless only over all of them. */
+export function childrenOf(tree: VerifyTree): number[][] {
+  const n = tree.tokens.length;
+  const kids: number[][] = Array.from({ length: n }, () => []);
+  for (let i = 1; i < n; i++) {
+    const p = tree.parents[i];
+    if (p < 0 || p >= i) throw new Error(`draft tree node ${i} has parent ${p}: not topologically ordered`);
+    if (tree.kind === 'sampled' || !kids[p].some((c) => tree.tokens[c] === tree.tokens[i])) kids[p].push(i);
+  }
+  return kids;
+}
+
+export function verifyGreedy(tree: VerifyTree, argmaxAt: (node: number) => number): VerifyResult {
+  const kids = childrenOf(tree);
+  const path = [0];
+  let node = 0;
+  for (;;) {
+    const want = argmaxAt(node);
+    const next = kids[node].find((c) => tree.tokens[c] === want);
+    if (next === undefined) return { path, bonus: want };
+    path.push(next);
+    node = next;
+  }
+}
+
+export function verifySampled(tree: VerifyTree, distAt: (node: number) => Float64Array, rng: Rng): VerifyResult {
+  const kids = childrenOf(tree);
+  const V = tree.kind === 'sampled' ? requireProbs(tree) : 0;
+  const path = [0];
+  let node = 0;
+  for (;;) {
+    // copy: the residual updates must not leak into the caller's cached distribution
+    const p = Float64Array.from(distAt(node));
+    let next = -1;
+    for (const c of kids[node]) {
+      const x = tree.tokens[c];
+      const u = rng.next();
+      if (tree.kind === 'deterministic') {
+        if (u < p[x]) {
+          next = c;
+          break;
+        }
+        p[x] = 0;
+        normalise(p);
+      } else {
+        const q = tree.draftProbs!.subarray(c * V, (c + 1) * V);
+        const ratio = q[x] > 0 ? p[x] / q[x] : 0;
+        if (u < Math.min(1, ratio)) {
+          next = c;
+          break;
+        }
+        for (let i = 0; i < p.length; i++) p[i] = Math.max(0, p[i] - q[i]);
+        if (!normalise(p)) p.set(distAt(node)); // p == q exactly: residual empty, cannot happen after a rejection in exact arithmetic
+      }
+    }
+    if (next < 0) return { path, bonus: sampleFrom(p, rng) };
+    path.push(next);
+    node = next;
+  }
+}
+
+function requireProbs(tree: VerifyTree): number {
+  if (!tree.draftProbs) throw new Error('sampled draft tree without draft probabilities');
+  return tree.draftProbs.length / tree.tokens.length;
+}
+
+function normalise(p: Float64Array): boolean {
+  let s = 0;
+  for (let i = 0; i < p.length; i++) s += p[i];
+  if (!(s > 0)) return false;
+  for (let i = 0; i < p.length; i++) p[i] /= s;
+  return true;
+}
+
+export { argmax };

@@ -1,0 +1,333 @@
+// The main-thread engine: tokenizes, talks to the inference worker, detokenizes, applies stop
+// strings. Implements the `Engine` contract the server uses.
+import { randomInt } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import { ApiError } from '../errors.ts';
+import type { KvStats } from '../kvcache/paged.ts';
+import { loadModelConfig, type ModelConfig } from './model-config.ts';
+import type { EngineOptions } from './options.ts';
+import type { FromWorker, SeqRequest, WireLogprob, WorkerInfo, WorkerInit } from './protocol.ts';
+import { Detokenizer, StopMatcher, TextCodec } from './text.ts';
+import type {
+  ChatMessage, DrafterInfo, Engine, EngineInfo, EngineLoad, TextEvent, TextRequest, TokenLogprob,
+} from './types.ts';
+
+export interface EngineHooks {
+  log?: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  /** Called for every verified draft step (metrics). */
+  onSpecStep?: (m: Extract<FromWorker, { type: 'spec_step' }>) => void;
+  onLoad?: (running: number, waiting: number, kv: KvStats) => void;
+}
+
+/** Per-request channel from worker messages to the async iterator. */
+class Channel {
+  private queue: FromWorker[] = [];
+  private waiter: (() => void) | null = null;
+  push(m: FromWorker) {
+    this.queue.push(m);
+    this.waiter?.();
+  }
+  /** Puts messages back at the front, in order. */
+  unshift(ms: FromWorker[]) {
+    this.queue.unshift(...ms);
+  }
+  async next(): Promise<FromWorker> {
+    while (this.queue.length === 0) await new Promise<void>((r) => (this.waiter = r));
+    this.waiter = null;
+    return this.queue.shift()!;
+  }
+}
+
+export class LocalEngine implements Engine {
+  readonly info: EngineInfo;
+  private worker!: Worker;
+  private workerInfo!: WorkerInfo;
+  private readonly channels = new Map<number, Channel>();
+  private nextId = 1;
+  private loadState: EngineLoad = { running: 0, waiting: 0 };
+  private kvState: KvStats | null = null;
+  private closing = false;
+
+  private constructor(
+    readonly cfg: ModelConfig,
+    private readonly codec: TextCodec,
+    private readonly opts: EngineOptions,
+    private readonly hooks: EngineHooks,
+  ) {
+    this.info = {
+      modelId: cfg.id,
+      contextLength: cfg.contextLength,
+      provider: 'cpu',
+      layout: cfg.layout,
+      vocabSize: cfg.vocabSize,
+      defaultDrafter: opts.defaultDrafter,
+    };
+  }
+
+  static async create(opts: EngineOptions, hooks: EngineHooks = {}): Promise<LocalEngine> {
+    const cfg = loadModelConfig(opts.modelDir, opts.modelId);
+    const engine = new LocalEngine(cfg, new TextCodec(cfg.dir), opts, hooks);
+    await engine.startWorker();
+    const known = engine.workerInfo.drafters.map((d) => d.name);
+    if (opts.defaultDrafter !== 'none' && !known.includes(opts.defaultDrafter)) {
+      await engine.close();
+      throw new Error(`default drafter "${opts.defaultDrafter}" is not one of: none, ${known.join(', ')}`);
+    }
+    return engine;
+  }
+
+  private startWorker(): Promise<void> {
+    const init: WorkerInit = {
+      modelDir: this.cfg.dir,
+      provider: this.opts.provider,
+      threads: this.opts.threads,
+      maxBatchSize: this.opts.maxBatchSize,
+      maxQueuedRequests: this.opts.maxQueuedRequests,
+      kvCacheBytes: this.opts.kvCacheBytes,
+      prefillChunk: this.opts.prefillChunk,
+    };
+    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });
+    this.worker = worker;
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      worker.on('message', (m: FromWorker) => {
+        switch (m.type) {
+          case 'ready':
+            ready = true;
+            this.workerInfo = m.info;
+            (this.info as { provider: string }).provider = m.info.provider;
+            (this.info as { layout: string }).layout = m.info.layout;
+            resolve();
+            return;
+          case 'fatal':
+            this.hooks.log?.('error', `inference worker failed: ${m.message}`);
+            if (!ready) reject(new Error(m.message));
+            return;
+          case 'log':
+            this.hooks.log?.(m.level, m.message);
+            return;
+          case 'load':
+            this.loadState = { running: m.running, waiting: m.waiting };
+            this.kvState = m.kv;
+            this.hooks.onLoad?.(m.running, m.waiting, m.kv);
+            return;
+          case 'spec_step':
+            this.hooks.onSpecStep?.(m);
+            return;
+          default:
+            this.channels.get(m.id)?.push(m);
+        }
+      });
+      worker.on('error', (err) => {
+        this.hooks.log?.('error', `inference worker error: ${err.stack ?? err.message}`);
+        if (!ready) reject(err);
+      });
+      worker.on('exit', (code) => {
+        if (!ready) return reject(new Error(`inference worker exited with code ${code} while loading`));
+        if (this.closing) return;
+        // every in-flight request gets a clear error instead of hanging; then a fresh worker
+        this.hooks.log?.('error', `inference worker exited (code ${code}); restarting`);
+        for (const [id, ch] of this.channels) ch.push({ type: 'error', id, code: 'internal_error', message: 'inference worker died' });
+        this.channels.clear();
+        this.startWorker().catch((err) => this.hooks.log?.('error', `worker restart failed: ${err.message}`));
+      });
+    });
+  }
+
+  tokenize(text: string): number[] {
+    return this.codec.encode(text);
+  }
+
+  detokenize(ids: number[]): string {
+    return this.codec.decode(ids);
+  }
+
+  applyChatTemplate(messages: ChatMessage[]): string {
+    return this.codec.applyChatTemplate(messages);
+  }
+
+  drafters(): DrafterInfo[] {
+    return this.workerInfo.drafters;
+  }
+
+  load(): EngineLoad {
+    return this.loadState;
+  }
+
+  kvStats(): KvStats | null {
+    return this.kvState;
+  }
+
+  /** Testing hook: kills the worker as a crash would. */
+  async crashWorkerForTest(): Promise<void> {
+    await this.worker.terminate();
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    this.worker.postMessage({ type: 'shutdown' });
+    const exited = new Promise<void>((r) => this.worker.once('exit', () => r()));
+    const timer = setTimeout(() => void this.worker.terminate(), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  private resolveDrafter(req: TextRequest): { drafter: string; maxDraftTokens: number } {
+    const spec = req.speculative;
+    const drafter = spec?.drafter ?? this.opts.defaultDrafter;
+    const maxDraftTokens = spec?.maxDraftTokens ?? this.opts.maxDraftTokens;
+    if (drafter !== 'none' && !this.workerInfo.drafters.some((d) => d.name === drafter)) {
+      const names = ['none', ...this.workerInfo.drafters.map((d) => d.name)].join(', ');
+      throw new ApiError('unknown_drafter', `Unknown drafter "${drafter}"; available: ${names}`, 'speculative.drafter');
+    }
+    if (spec?.acceptance === 'lantern') {
+      throw new ApiError('unsupported_parameter', 'LANTERN relaxed acceptance is not available in this build', 'speculative.acceptance');
+    }
+    return { drafter, maxDraftTokens };
+  }
+
+  async *generateText(req: TextRequest): AsyncIterable<TextEvent> {
+    if (this.closing) throw new ApiError('shutting_down');
+    const promptIds = typeof req.prompt === 'string' ? this.codec.encode(req.prompt) : req.prompt;
+    const ctx = this.cfg.contextLength;
+    if (promptIds.length === 0) throw new ApiError('invalid_request', 'prompt must not be empty', 'prompt');
+    for (const id of promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.cfg.vocabSize) {
+        throw new ApiError('invalid_request', `token id ${id} is outside the vocabulary [0, ${this.cfg.vocabSize})`, 'prompt');
+      }
+    }
+    if (promptIds.length >= ctx || promptIds.length + req.maxTokens > ctx) {
+      throw new ApiError(
+        'context_length_exceeded',
+        `This model's maximum context length is ${ctx} tokens. However, you requested ${promptIds.length + req.maxTokens} tokens ` +
+          `(${promptIds.length} in the prompt, ${req.maxTokens} for the completion). Please reduce the prompt or max_tokens.`,
+        promptIds.length >= ctx ? 'prompt' : 'max_tokens',
+      );
+    }
+    const { drafter, maxDraftTokens } = this.resolveDrafter(req);
+    const id = this.nextId++;
+    const wire: SeqRequest = {
+      id,
+      promptIds,
+      maxTokens: req.maxTokens,
+      minTokens: req.minTokens,
+      ignoreEos: req.ignoreEos,
+      sampling: { ...req.sampling, seed: req.sampling.seed ?? randomInt(0, 2 ** 31) },
+      logprobs: req.logprobs,
+      promptLogprobs: req.echo && req.logprobs !== null,
+      drafter,
+      maxDraftTokens,
+      deadline: this.opts.requestTimeoutMs ? Date.now() + this.opts.requestTimeoutMs : 0,
+    };
+    const ch = new Channel();
+    this.channels.set(id, ch);
+    const onAbort = () => this.worker.postMessage({ type: 'cancel', id });
+    req.signal?.addEventListener('abort', onAbort, { once: true });
+    let finished = false;
+    try {
+      if (req.signal?.aborted) return;
+      this.worker.postMessage({ type: 'submit', req: wire });
+      const detok = new Detokenizer(this.codec, promptIds);
+      const stop = new StopMatcher(req.stop);
+      let offset = 0;
+      let completionTokens = 0;
+      if (req.echo) {
+        const promptText = typeof req.prompt === 'string' ? req.prompt : this.codec.decode(promptIds);
+        let lps: TokenLogprob[] | undefined;
+        if (wire.promptLogprobs) {
+          const m = await this.collectPromptLogprobs(ch, promptIds.length);
+          lps = this.toTokenLogprobs(m, 0);
+        }
+        offset = promptText.length;
+        yield { type: 'text', text: promptText, tokenIds: promptIds, logprobs: lps };
+      }
+      for (;;) {
+        const m = await ch.next();
+        if (m.type === 'error') throw new ApiError(m.code === 'unknown_drafter' ? 'unknown_drafter' : m.code, m.message);
+        if (m.type === 'prompt_logprobs') continue;
+        if (m.type === 'tokens') {
+          let text = '';
+          const kept: number[] = [];
+          const lps: TokenLogprob[] = [];
+          for (let i = 0; i < m.ids.length; i++) {
+            const tok = m.ids[i];
+            completionTokens++;
+            kept.push(tok);
+            const piece = stop.push(detok.push(tok));
+            if (m.logprobs) lps.push(...this.toTokenLogprobs([m.logprobs[i]], offset + text.length));
+            text += piece;
+            if (stop.stopped) break;
+          }
+          if (stop.stopped) {
+            if (text || kept.length) yield { type: 'text', text, tokenIds: kept, logprobs: m.logprobs ? lps : undefined };
+            offset += text.length;
+            finished = true;
+            this.worker.postMessage({ type: 'cancel', id });
+            yield { type: 'done', finishReason: 'stop', promptTokens: promptIds.length, completionTokens };
+            return;
+          }
+          if (text || m.logprobs) yield { type: 'text', text, tokenIds: kept, logprobs: m.logprobs ? lps : undefined };
+          offset += text.length;
+          continue;
+        }
+        if (m.type === 'done') {
+          const tail = stop.push(detok.flush()) + stop.flush();
+          if (tail) yield { type: 'text', text: tail, tokenIds: [] };
+          finished = true;
+          const spec = m.spec;
+          yield {
+            type: 'done',
+            finishReason: m.finishReason,
+            promptTokens: m.promptTokens,
+            completionTokens: m.completionTokens,
+            speculation: spec
+              ? {
+                  drafter: spec.drafter,
+                  draftSteps: spec.draftSteps,
+                  draftTokens: spec.draftTokens,
+                  acceptedTokens: spec.acceptedTokens,
+                  meanAcceptanceLength: spec.decodeSteps ? (m.completionTokens - 1) / spec.decodeSteps : 1,
+                  fallback: spec.fallback,
+                }
+              : undefined,
+          };
+          return;
+        }
+      }
+    } finally {
+      req.signal?.removeEventListener('abort', onAbort);
+      this.channels.delete(id);
+      // consumer stopped early (disconnect, error): the worker must drop the sequence
+      if (!finished) this.worker.postMessage({ type: 'cancel', id });
+    }
+  }
+
+  private async collectPromptLogprobs(ch: Channel, n: number): Promise<WireLogprob[]> {
+    const out: WireLogprob[] = [];
+    const early: FromWorker[] = [];
+    while (out.length < n) {
+      const m = await ch.next();
+      if (m.type === 'prompt_logprobs') out.push(...m.entries);
+      else if (m.type === 'error') throw new ApiError(m.code === 'unknown_drafter' ? 'unknown_drafter' : m.code, m.message);
+      else early.push(m);
+    }
+    ch.unshift(early);
+    return out;
+  }
+
+  private toTokenLogprobs(entries: WireLogprob[], startOffset: number): TokenLogprob[] {
+    let off = startOffset;
+    return entries.map((e) => {
+      const token = this.codec.tokenText(e.id);
+      const r: TokenLogprob = {
+        token,
+        tokenId: e.id,
+        logprob: e.logprob,
+        top: e.top.map((t) => ({ token: this.codec.tokenText(t.id), logprob: t.logprob })),
+        textOffset: off,
+      };
+      off += token.length;
+      return r;
+    });
+  }
+}

@@ -1,0 +1,30 @@
+// Engine options with their defaults, in one place. The CLI/config layer fills these from flags,
+// environment and config file (src/config.ts).
+
+export const ENGINE_DEFAULTS = {
+  /** Execution provider preference: "auto" tries CUDA then falls back to CPU. */
+  provider: 'auto' as 'auto' | 'cuda' | 'cpu',
+  /** Intra-op threads for onnxruntime (0 = onnxruntime's choice). */
+  threads: 0,
+  /** Most sequences decoded together in one target forward. */
+  maxBatchSize: 32,
+  /** Requests waiting beyond the running batch before new ones get 429. */
+  maxQueuedRequests: 256,
+  /** KV cache budget in bytes. */
+  kvCacheBytes: 512 * 1024 * 1024,
+  /** Drafter used when a request does not choose one ("none" = plain decoding). */
+  defaultDrafter: 'none',
+  /** Draft tokens verified per step when a request does not say. */
+  maxDraftTokens: 8,
+  /** Per-request deadline in milliseconds (0 = none). */
+  requestTimeoutMs: 10 * 60 * 1000,
+  /** Tokens of prompt prefilled per step, so long prompts do not stall running streams. */
+  prefillChunk: 256,
+};
+
+export type EngineOptions = typeof ENGINE_DEFAULTS & {
+  /** Model folder (config.json, tokenizer.json, onnx/...). */
+  modelDir: string;
+  /** Name served in /v1/models; defaults to the folder name. */
+  modelId?: string;
+};

@@ -1,0 +1,77 @@
+// Messages between the main thread (src/engine/engine.ts) and the inference worker
+// (src/engine/worker.ts). Token ids only: text is the main thread's business.
+import type { SamplingParams } from './types.ts';
+
+export interface SeqRequest {
+  id: number;
+  promptIds: number[];
+  maxTokens: number;
+  minTokens: number;
+  ignoreEos: boolean;
+  sampling: SamplingParams & { seed: number };
+  /** Top-N logprobs per generated token, or null. */
+  logprobs: number | null;
+  /** Log-probabilities of the prompt tokens (echo with logprobs). */
+  promptLogprobs: boolean;
+  /** Drafter name or 'none'. */
+  drafter: string;
+  maxDraftTokens: number;
+  /** Absolute deadline (ms since epoch), 0 = none. */
+  deadline: number;
+}
+
+export interface WireLogprob {
+  id: number;
+  /** null for the first prompt token. */
+  logprob: number | null;
+  top: { id: number; logprob: number }[];
+}
+
+export interface WireSpecStats {
+  drafter: string;
+  draftSteps: number;
+  draftTokens: number;
+  acceptedTokens: number;
+  /** Target forwards this request took part in after prefill. */
+  decodeSteps: number;
+  fallback?: string;
+}
+
+export type ToWorker =
+  | { type: 'submit'; req: SeqRequest }
+  | { type: 'cancel'; id: number }
+  | { type: 'shutdown' };
+
+export type FromWorker =
+  | { type: 'ready'; info: WorkerInfo }
+  | { type: 'fatal'; message: string }
+  | { type: 'log'; level: 'info' | 'warn'; message: string }
+  | { type: 'tokens'; id: number; ids: number[]; logprobs?: WireLogprob[] }
+  | { type: 'prompt_logprobs'; id: number; entries: WireLogprob[] }
+  | {
+      type: 'done';
+      id: number;
+      finishReason: 'stop' | 'length';
+      promptTokens: number;
+      completionTokens: number;
+      spec?: WireSpecStats;
+    }
+  | { type: 'error'; id: number; code: 'queue_full' | 'internal_error' | 'request_timeout' | 'unknown_drafter'; message: string }
+  | { type: 'load'; running: number; waiting: number; kv: import('../kvcache/paged.ts').KvStats }
+  | { type: 'spec_step'; drafter: string; drafted: number; accepted: number; acceptedPositions: number[] };
+
+export interface WorkerInfo {
+  provider: 'cuda' | 'cpu';
+  layout: 'speculative' | 'optimum';
+  drafters: { name: string; available: boolean; reason?: string; description: string }[];
+}
+
+export interface WorkerInit {
+  modelDir: string;
+  provider: 'auto' | 'cuda' | 'cpu';
+  threads: number;
+  maxBatchSize: number;
+  maxQueuedRequests: number;
+  kvCacheBytes: number;
+  prefillChunk: number;
+}

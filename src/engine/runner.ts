@@ -1,0 +1,137 @@
+// Runs the target ONNX graph. One forward takes a batch of rows, each with some new tokens after
+// its own cached prefix. The runner hides the two layouts behind one call.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import type { ModelConfig } from './model-config.ts';
+
+const require = createRequire(import.meta.url);
+
+export interface ForwardInput {
+  batch: number;
+  /** New tokens per row (rows shorter than this are padded and fully masked). */
+  newTokens: number;
+  /** Past length per row in the input (rows with less past are masked beyond their length). */
+  past: number;
+  /** [batch, newTokens] */
+  inputIds: BigInt64Array;
+  /** [batch, newTokens] */
+  positionIds: BigInt64Array;
+  /** [batch, 1, newTokens, past + newTokens]; 0 = attend, -1e9 = blocked. Speculative layout only. */
+  attentionBias?: Float32Array;
+  /** [batch, past + newTokens] 1/0 padding mask. Optimum layout only. */
+  attentionMask?: BigInt64Array;
+  /** Per layer: [batch, past, kvHeads, headDim] (speculative) or [batch, kvHeads, past, headDim] (optimum). */
+  pastKeys: Float32Array[];
+  pastValues: Float32Array[];
+}
+
+export interface ForwardOutput {
+  /** [batch, newTokens, vocab] */
+  logits: Float32Array;
+  /** [batch, newTokens, hidden]; speculative layout only. */
+  hidden?: Float32Array;
+  /** [batch, newTokens, hidden]; speculative layout only. */
+  hiddenShallow?: Float32Array;
+  /** Per layer: [batch, newTokens, kvHeads, headDim] (speculative) or the full present
+   *  [batch, kvHeads, past + newTokens, headDim] (optimum). */
+  keys: Float32Array[];
+  values: Float32Array[];
+}
+
+export type Provider = 'cuda' | 'cpu';
+
+export interface RunnerOptions {
+  provider: 'auto' | Provider;
+  threads: number;
+  log?: (msg: string) => void;
+}
+
+export class Runner {
+  readonly layout: 'speculative' | 'optimum';
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly cfg: ModelConfig,
+    readonly provider: Provider,
+  ) {
+    const names = session.inputNames;
+    if (names.includes('attention_bias')) this.layout = 'speculative';
+    else if (names.includes('attention_mask')) this.layout = 'optimum';
+    else throw new Error(`unrecognised ONNX inputs: ${names.join(', ')}`);
+  }
+
+  static async create(cfg: ModelConfig, opts: RunnerOptions): Promise<Runner> {
+    const base: ort.InferenceSession.SessionOptions = {
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: opts.threads || undefined,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+    };
+    const log = opts.log ?? (() => {});
+    const cudaLib = cudaProviderLibrary();
+    if (opts.provider === 'auto' && !cudaLib) {
+      log('execution provider: CPU (CUDA provider library not installed; on a GPU host run `npm run setup:cuda`)');
+    } else if (opts.provider !== 'cpu') {
+      try {
+        const s = await ort.InferenceSession.create(cfg.onnxPath, { ...base, executionProviders: ['cuda'] });
+        log(`execution provider: CUDA (${cfg.onnxPath})`);
+        return new Runner(s, cfg, 'cuda');
+      } catch (err) {
+        if (opts.provider === 'cuda') throw new Error(`CUDA execution provider requested but unavailable: ${(err as Error).message}`);
+        log(`execution provider: CPU (CUDA unavailable: ${firstLine((err as Error).message)})`);
+      }
+    } else {
+      log('execution provider: CPU (configured)');
+    }
+    const s = await ort.InferenceSession.create(cfg.onnxPath, { ...base, executionProviders: ['cpu'] });
+    return new Runner(s, cfg, 'cpu');
+  }
+
+  async forward(x: ForwardInput): Promise<ForwardOutput> {
+    const { batch: B, newTokens: T, past: P } = x;
+    const { numLayers, numKvHeads: KV, headDim: HD } = this.cfg;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', x.inputIds, [B, T]),
+      position_ids: new ort.Tensor('int64', x.positionIds, [B, T]),
+    };
+    const spec = this.layout === 'speculative';
+    if (spec) feeds.attention_bias = new ort.Tensor('float32', x.attentionBias!, [B, 1, T, P + T]);
+    else feeds.attention_mask = new ort.Tensor('int64', x.attentionMask!, [B, P + T]);
+    const pastDims = spec ? [B, P, KV, HD] : [B, KV, P, HD];
+    for (let l = 0; l < numLayers; l++) {
+      feeds[`past_key_values.${l}.key`] = new ort.Tensor('float32', x.pastKeys[l], pastDims);
+      feeds[`past_key_values.${l}.value`] = new ort.Tensor('float32', x.pastValues[l], pastDims);
+    }
+    const out = await this.session.run(feeds);
+    const keys: Float32Array[] = [];
+    const values: Float32Array[] = [];
+    const prefix = spec ? 'new_key_values' : 'present';
+    for (let l = 0; l < numLayers; l++) {
+      keys.push(out[`${prefix}.${l}.key`].data as Float32Array);
+      values.push(out[`${prefix}.${l}.value`].data as Float32Array);
+    }
+    return {
+      logits: out.logits.data as Float32Array,
+      hidden: spec ? (out.hidden.data as Float32Array) : undefined,
+      hiddenShallow: spec ? (out.hidden_shallow.data as Float32Array) : undefined,
+      keys,
+      values,
+    };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/** onnxruntime-node loads the CUDA provider from this file, downloaded only on GPU hosts. */
+function cudaProviderLibrary(): string | null {
+  const dir = path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
+  const file = path.join(dir, 'libonnxruntime_providers_cuda.so');
+  return existsSync(file) ? file : null;
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0].slice(0, 200);
+}

@@ -1,0 +1,546 @@
+// The step loop: continuous batching of prefill chunks and decode steps (with draft trees) into
+// one target forward per step, verification, KV commit and token emission.
+//
+// One step:
+//   admit waiting requests (FCFS) while the batch and the KV budget allow
+//   → each running sequence contributes either a prompt chunk or root + draft tree
+//   → one forward over the batch
+//   → per sequence: commit prompt rows, or verify the tree, keep root + accepted rows, emit
+//     accepted tokens + the bonus token (the next root, not cached until the next step)
+import type { Drafter, DraftTree } from '../drafters/Drafter.ts';
+import type { PagedKvCache } from '../kvcache/paged.ts';
+import { verifyGreedy, verifySampled, type VerifyTree } from './acceptance.ts';
+import type { FromWorker, SeqRequest, WireLogprob } from './protocol.ts';
+import type { ForwardInput, ForwardOutput } from './runner.ts';
+import { argmax, logSoftmax, penalize, Rng, sampleFrom, topN, warp, type TokenCounts } from './sampling.ts';
+
+const NEG = -1e9;
+
+export interface ForwardFn {
+  readonly layout: 'speculative' | 'optimum';
+  forward(x: ForwardInput): Promise<ForwardOutput>;
+}
+
+export interface SchedulerModel {
+  vocabSize: number;
+  numLayers: number;
+  numKvHeads: number;
+  headDim: number;
+  hiddenSize: number;
+  contextLength: number;
+  eosTokenIds: number[];
+}
+
+export interface SchedulerOptions {
+  maxBatchSize: number;
+  maxQueuedRequests: number;
+  prefillChunk: number;
+}
+
+interface Seq {
+  req: SeqRequest;
+  /** prompt + committed output, ending with the root once decoding. */
+  tokens: number[];
+  /** Prompt tokens already in the KV cache. */
+  prefilled: number;
+  /** Last chosen token, not yet in the cache (null while prefilling). */
+  root: number | null;
+  generated: number;
+  counts: TokenCounts;
+  rng: Rng;
+  drafter?: Drafter;
+  draftBudget: number;
+  stats: { draftSteps: number; draftTokens: number; acceptedTokens: number; decodeSteps: number; fallback?: string };
+  cancelled: boolean;
+  /** Post-norm hidden state of the last committed row (for drafters that need it). */
+  hidden?: Float32Array;
+  /** Log-softmax of the last prefilled row, while prompt logprobs are being reported. */
+  promptLp?: Float64Array;
+}
+
+/** One row of the batched forward. */
+interface Row {
+  seq: Seq;
+  tokens: number[];
+  parents: number[];
+  depth: number[];
+  kind: 'prefill' | 'decode';
+  tree?: DraftTree;
+}
+
+export class Scheduler {
+  private readonly waiting: Seq[] = [];
+  private readonly running: Seq[] = [];
+  private readonly eos: Set<number>;
+  private buffers = new Map<string, Float32Array>();
+
+  constructor(
+    private readonly model: SchedulerModel,
+    private readonly runner: ForwardFn,
+    private readonly kv: PagedKvCache,
+    private readonly drafters: Map<string, Drafter>,
+    private readonly opts: SchedulerOptions,
+    private readonly emit: (msg: FromWorker) => void,
+  ) {
+    this.eos = new Set(model.eosTokenIds);
+  }
+
+  get load() {
+    return { running: this.running.length, waiting: this.waiting.length };
+  }
+
+  idle(): boolean {
+    return this.running.length === 0 && this.waiting.length === 0;
+  }
+
+  submit(req: SeqRequest): void {
+    if (this.waiting.length >= this.opts.maxQueuedRequests) {
+      this.emit({ type: 'error', id: req.id, code: 'queue_full', message: `queue is full (${this.opts.maxQueuedRequests} waiting)` });
+      return;
+    }
+    let drafter: Drafter | undefined;
+    let fallback: string | undefined;
+    if (req.drafter !== 'none') {
+      drafter = this.drafters.get(req.drafter);
+      if (!drafter) fallback = `drafter ${req.drafter} is not available on this model`;
+    }
+    this.waiting.push({
+      req,
+      tokens: req.promptIds.slice(),
+      prefilled: 0,
+      root: null,
+      generated: 0,
+      counts: new Map(),
+      rng: new Rng(req.sampling.seed),
+      drafter,
+      draftBudget: req.maxDraftTokens,
+      stats: { draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, fallback },
+      cancelled: false,
+    });
+  }
+
+  cancel(id: number): void {
+    for (const s of this.running) if (s.req.id === id) s.cancelled = true;
+    const i = this.waiting.findIndex((s) => s.req.id === id);
+    if (i >= 0) this.waiting.splice(i, 1);
+  }
+
+  /** Fails every request (worker shutting down or broken). */
+  failAll(message: string): void {
+    for (const s of [...this.running, ...this.waiting]) {
+      this.emit({ type: 'error', id: s.req.id, code: 'internal_error', message });
+      this.finish(s, null);
+    }
+    this.waiting.length = 0;
+  }
+
+  /** Runs one step; returns false when there was nothing to do. */
+  async step(): Promise<boolean> {
+    this.reap();
+    this.admit();
+    if (this.running.length === 0) return false;
+    const rows = await this.planRows();
+    if (rows.length === 0) return true;
+    try {
+      if (this.runner.layout === 'speculative') {
+        const out = await this.runner.forward(this.buildSpecInput(rows));
+        this.processRows(rows, out, rows.length);
+      } else {
+        // Optimum layout: the graph builds a causal mask itself, so rows run one at a time and
+        // draft trees are limited to chains (see planRows).
+        for (const r of rows) {
+          const out = await this.runner.forward(this.buildOptimumInput(r));
+          this.processRows([r], this.optimumToRows(r, out), 1);
+        }
+      }
+    } catch (err) {
+      // a failed forward fails the sequences in it, not the worker
+      for (const r of rows) {
+        this.emit({ type: 'error', id: r.seq.req.id, code: 'internal_error', message: `forward failed: ${(err as Error).message}` });
+        this.finish(r.seq, null);
+      }
+    }
+    return true;
+  }
+
+  private reap(): void {
+    const now = Date.now();
+    for (const s of [...this.running]) {
+      if (s.cancelled) this.finish(s, null);
+      else if (s.req.deadline && now > s.req.deadline) {
+        this.emit({ type: 'error', id: s.req.id, code: 'request_timeout', message: 'request exceeded its deadline' });
+        this.finish(s, null);
+      }
+    }
+  }
+
+  private admit(): void {
+    while (this.waiting.length && this.running.length < this.opts.maxBatchSize) {
+      const s = this.waiting[0];
+      // reserve room for the prompt and one step of lookahead (root + drafts)
+      const need = s.req.promptIds.length + s.req.maxDraftTokens + 1;
+      if (!this.kv.canGrow(s.req.id, need)) {
+        if (this.running.length === 0) {
+          this.waiting.shift();
+          this.emit({ type: 'error', id: s.req.id, code: 'queue_full', message: 'request does not fit in the KV cache budget' });
+          continue;
+        }
+        return; // wait for running sequences to free blocks
+      }
+      this.waiting.shift();
+      this.running.push(s);
+    }
+  }
+
+  private async planRows(): Promise<Row[]> {
+    const rows: Row[] = [];
+    let prefillBudget = this.opts.prefillChunk;
+    const drafting: { seq: Seq; row: Row; maxNodes: number }[] = [];
+    for (const s of this.running) {
+      if (s.root === null) {
+        if (prefillBudget <= 0) continue; // next step: decode streams must not stall behind prompts
+        const n = Math.min(prefillBudget, s.req.promptIds.length - s.prefilled);
+        prefillBudget -= n;
+        const toks = s.req.promptIds.slice(s.prefilled, s.prefilled + n);
+        rows.push({ seq: s, tokens: toks, parents: toks.map((_, i) => i - 1), depth: toks.map((_, i) => i), kind: 'prefill' });
+      } else {
+        const row: Row = { seq: s, tokens: [s.root], parents: [-1], depth: [0], kind: 'decode' };
+        rows.push(row);
+        if (s.drafter) {
+          const L = this.kv.length(s.req.id);
+          const room = Math.min(
+            s.draftBudget,
+            this.model.contextLength - L - 1,
+            s.req.maxTokens - s.generated - 1, // never draft past max_tokens
+          );
+          if (room > 0) drafting.push({ seq: s, row, maxNodes: room });
+        }
+      }
+    }
+    // drafters propose for their whole batch at once
+    const byDrafter = new Map<Drafter, typeof drafting>();
+    for (const d of drafting) {
+      const list = byDrafter.get(d.seq.drafter!) ?? [];
+      list.push(d);
+      byDrafter.set(d.seq.drafter!, list);
+    }
+    for (const [drafter, list] of byDrafter) {
+      let trees: (DraftTree | null)[];
+      try {
+        trees = await drafter.propose(list.map((d) => ({ seqId: d.seq.req.id, tokens: d.seq.tokens, maxNodes: d.maxNodes, hidden: d.seq.hidden })));
+      } catch (err) {
+        // a broken drafter costs speed, never correctness: plain decoding for these sequences
+        for (const d of list) {
+          d.seq.stats.fallback = `drafter ${drafter.name} failed: ${(err as Error).message}`;
+          d.seq.drafter = undefined;
+          drafter.release(d.seq.req.id);
+        }
+        continue;
+      }
+      list.forEach((d, i) => {
+        let tree = trees[i];
+        if (!tree || tree.tokens.length === 0) return;
+        if (this.runner.layout === 'optimum') tree = firstChain(tree);
+        tree = truncateTree(tree, d.maxNodes);
+        const n = tree.tokens.length;
+        if (!this.kv.canGrow(d.seq.req.id, n + 1)) return;
+        d.row.tree = tree;
+        for (let j = 0; j < n; j++) {
+          const p = tree.parents[j];
+          if (p >= j) throw new Error(`drafter ${drafter.name}: node ${j} has parent ${p}`);
+          d.row.tokens.push(tree.tokens[j]);
+          d.row.parents.push(p + 1); // shift: node 0 of the row is the root
+          d.row.depth.push(d.row.depth[p + 1] + 1);
+        }
+      });
+    }
+    // a row that cannot get KV room for even its root waits (rare: budget exhausted mid-run)
+    return rows.filter((r) => this.kv.canGrow(r.seq.req.id, r.tokens.length) || this.preempt(r));
+  }
+
+  /** KV exhausted: the newest running sequence fails rather than deadlocking the batch. */
+  private preempt(r: Row): boolean {
+    this.emit({ type: 'error', id: r.seq.req.id, code: 'queue_full', message: 'KV cache budget exhausted' });
+    this.finish(r.seq, null);
+    return false;
+  }
+
+  private buf(name: string, n: number): Float32Array {
+    let b = this.buffers.get(name);
+    if (!b || b.length < n) {
+      b = new Float32Array(Math.max(n, (b?.length ?? 0) * 2));
+      this.buffers.set(name, b);
+    }
+    return b.subarray(0, n);
+  }
+
+  private buildSpecInput(rows: Row[]): ForwardInput {
+    const B = rows.length;
+    const T = Math.max(...rows.map((r) => r.tokens.length));
+    const P = Math.max(...rows.map((r) => this.kv.length(r.seq.req.id)));
+    const S = P + T;
+    const { numLayers, numKvHeads, headDim } = this.model;
+    const W = numKvHeads * headDim;
+    const inputIds = new BigInt64Array(B * T);
+    const positionIds = new BigInt64Array(B * T);
+    const bias = new Float32Array(B * T * S).fill(NEG);
+    const pastKeys: Float32Array[] = [];
+    const pastValues: Float32Array[] = [];
+    for (let l = 0; l < numLayers; l++) {
+      pastKeys.push(this.buf(`k${l}`, B * P * W));
+      pastValues.push(this.buf(`v${l}`, B * P * W));
+    }
+    rows.forEach((r, b) => {
+      const L = this.kv.length(r.seq.req.id);
+      this.kv.gather(r.seq.req.id, pastKeys, pastValues, b, P);
+      for (let t = 0; t < r.tokens.length; t++) {
+        inputIds[b * T + t] = BigInt(r.tokens[t]);
+        positionIds[b * T + t] = BigInt(L + r.depth[t]);
+        const rowOff = (b * T + t) * S;
+        bias.fill(0, rowOff, rowOff + L);
+        // ancestors-or-self inside the new block
+        for (let a = t; a >= 0; a = r.parents[a]) bias[rowOff + P + a] = 0;
+      }
+    });
+    return { batch: B, newTokens: T, past: P, inputIds, positionIds, attentionBias: bias, pastKeys, pastValues };
+  }
+
+  private buildOptimumInput(r: Row): ForwardInput {
+    const T = r.tokens.length;
+    const P = this.kv.length(r.seq.req.id);
+    const { numLayers, numKvHeads, headDim } = this.model;
+    const pastKeys: Float32Array[] = [];
+    const pastValues: Float32Array[] = [];
+    for (let l = 0; l < numLayers; l++) {
+      pastKeys.push(this.buf(`k${l}`, P * numKvHeads * headDim));
+      pastValues.push(this.buf(`v${l}`, P * numKvHeads * headDim));
+    }
+    this.kv.gather(r.seq.req.id, pastKeys, pastValues, 0, P, true);
+    return {
+      batch: 1,
+      newTokens: T,
+      past: P,
+      inputIds: BigInt64Array.from(r.tokens, BigInt),
+      positionIds: BigInt64Array.from(r.depth, (d) => BigInt(P + d)),
+      attentionMask: new BigInt64Array(P + T).fill(1n),
+      pastKeys,
+      pastValues,
+    };
+  }
+
+  /** Optimum present is [1, KV, P+T, hd]: cut out the T new rows as [T, KV, hd]. */
+  private optimumToRows(r: Row, out: ForwardOutput): ForwardOutput {
+    const T = r.tokens.length;
+    const P = this.kv.length(r.seq.req.id);
+    const { numKvHeads: H, headDim: D } = this.model;
+    const cut = (a: Float32Array) => {
+      const o = new Float32Array(T * H * D);
+      for (let h = 0; h < H; h++)
+        for (let t = 0; t < T; t++) o.set(a.subarray((h * (P + T) + P + t) * D, (h * (P + T) + P + t + 1) * D), (t * H + h) * D);
+      return o;
+    };
+    return { logits: out.logits, keys: out.keys.map(cut), values: out.values.map(cut) };
+  }
+
+  private processRows(rows: Row[], out: ForwardOutput, B: number): void {
+    const T = out.logits.length / (B * this.model.vocabSize);
+    const V = this.model.vocabSize;
+    const W = this.model.numKvHeads * this.model.headDim;
+    const Hd = this.model.hiddenSize;
+    rows.forEach((r, b) => {
+      const s = r.seq;
+      const base = b * T; // first token index of this row in the [B*T] flattening
+      const logitsAt = (node: number) => out.logits.subarray((base + node) * V, (base + node + 1) * V);
+      const commit = (nodes: number[]) => {
+        const ok = this.kv.append(s.req.id, out.keys, out.values, nodes.map((n) => base + n));
+        if (!ok) throw new Error('KV append beyond reservation');
+        if (out.hidden) {
+          const last = base + nodes[nodes.length - 1];
+          s.hidden = out.hidden.slice(last * Hd, (last + 1) * Hd);
+        }
+      };
+      if (r.kind === 'prefill') {
+        const n = r.tokens.length;
+        commit(r.tokens.map((_, i) => i));
+        if (s.req.promptLogprobs) this.emitPromptLogprobs(s, r, logitsAt);
+        s.prefilled += n;
+        if (s.prefilled < s.req.promptIds.length) return;
+        if (s.req.maxTokens === 0) return this.finish(s, 'length');
+        // first generated token, from the last prompt position
+        const tok = this.choose(s, logitsAt(n - 1), 0);
+        this.accept(s, [tok], [logitsAt(n - 1)]);
+        return;
+      }
+      // decode: verify root + draft tree
+      s.stats.decodeSteps++;
+      const vt: VerifyTree = {
+        tokens: Int32Array.from(r.tokens),
+        parents: Int32Array.from(r.parents),
+        kind: r.tree?.kind ?? 'deterministic',
+        draftProbs: r.tree?.probs ? shiftProbs(r.tree.probs, V) : undefined,
+      };
+      const pathTokens = (node: number) => {
+        const toks: number[] = [];
+        for (let a = node; a > 0; a = r.parents[a]) toks.push(r.tokens[a]);
+        return toks; // excludes the root, whose count is already in s.counts
+      };
+      const countsAt = (node: number) => {
+        if (node === 0) return s.counts;
+        const c = new Map(s.counts);
+        for (const t of pathTokens(node)) c.set(t, (c.get(t) ?? 0) + 1);
+        return c;
+      };
+      const depthGenerated = (node: number) => s.generated + r.depth[node];
+      const result =
+        s.req.sampling.temperature === 0
+          ? verifyGreedy(vt, (node) => this.greedyToken(s, logitsAt(node), countsAt(node), depthGenerated(node)))
+          : verifySampled(vt, (node) => this.dist(s, logitsAt(node), countsAt(node), depthGenerated(node)), s.rng);
+      const drafted = r.tokens.length - 1;
+      const acceptedN = result.path.length - 1;
+      commit(result.path);
+      const emitted = result.path.slice(1).map((n) => r.tokens[n]);
+      emitted.push(result.bonus);
+      const sourceLogits = result.path.map((n) => logitsAt(n));
+      if (drafted > 0) {
+        s.stats.draftSteps++;
+        s.stats.draftTokens += drafted;
+        this.adapt(s, acceptedN, drafted);
+        const positions: number[] = [];
+        for (let i = 0; i < acceptedN; i++) positions.push(i);
+        this.emit({ type: 'spec_step', drafter: s.drafter!.name, drafted, accepted: acceptedN, acceptedPositions: positions });
+      }
+      const kept = this.accept(s, emitted, sourceLogits);
+      if (drafted > 0) s.stats.acceptedTokens += Math.min(acceptedN, kept);
+      s.drafter?.observe?.(s.req.id, emitted, acceptedN, drafted);
+    });
+  }
+
+  /** Per-sequence draft budget: shrink when drafts keep failing, grow back when they land. */
+  private adapt(s: Seq, accepted: number, drafted: number): void {
+    const max = s.req.maxDraftTokens;
+    if (accepted === 0) s.draftBudget = Math.max(1, Math.floor(s.draftBudget / 2));
+    else if (accepted * 2 >= drafted) s.draftBudget = Math.min(max, s.draftBudget * 2);
+  }
+
+  private maskEos(s: Seq, generated: number): boolean {
+    return generated < s.req.minTokens;
+  }
+
+  private greedyToken(s: Seq, logits: Float32Array, counts: TokenCounts, generated: number): number {
+    const x = penalize(logits, s.req.sampling, counts);
+    if (!this.maskEos(s, generated)) return argmax(x);
+    const y = x === logits ? Float32Array.from(x) : x;
+    for (const e of this.eos) y[e] = -Infinity;
+    return argmax(y);
+  }
+
+  private dist(s: Seq, logits: Float32Array, counts: TokenCounts, generated: number): Float64Array {
+    let x = logits;
+    if (this.maskEos(s, generated)) {
+      x = Float32Array.from(logits);
+      for (const e of this.eos) x[e] = -Infinity;
+    }
+    return warp(x, s.req.sampling, counts);
+  }
+
+  private choose(s: Seq, logits: Float32Array, depth: number): number {
+    if (s.req.sampling.temperature === 0) return this.greedyToken(s, logits, s.counts, s.generated + depth);
+    return sampleFrom(this.dist(s, logits, s.counts, s.generated + depth), s.rng);
+  }
+
+  /** Appends emitted tokens, stopping at EOS / max_tokens / context; returns how many were kept. */
+  private accept(s: Seq, emitted: number[], sourceLogits: Float32Array[]): number {
+    const ids: number[] = [];
+    const lps: WireLogprob[] = [];
+    let finish: 'stop' | 'length' | null = null;
+    for (let i = 0; i < emitted.length; i++) {
+      const tok = emitted[i];
+      ids.push(tok);
+      s.generated++;
+      s.tokens.push(tok);
+      s.counts.set(tok, (s.counts.get(tok) ?? 0) + 1);
+      if (s.req.logprobs !== null) {
+        const lp = logSoftmax(sourceLogits[i]);
+        lps.push({ id: tok, logprob: lp[tok], top: topN(lp, s.req.logprobs) });
+      }
+      if (this.eos.has(tok) && !s.req.ignoreEos && s.generated >= s.req.minTokens) finish = 'stop';
+      else if (s.generated >= s.req.maxTokens) finish = 'length';
+      else if (s.tokens.length >= this.model.contextLength) finish = 'length'; // no position left for the next token
+      if (finish) break;
+    }
+    s.root = ids[ids.length - 1];
+    this.emit({ type: 'tokens', id: s.req.id, ids, logprobs: s.req.logprobs !== null ? lps : undefined });
+    if (finish) this.finish(s, finish);
+    return ids.length;
+  }
+
+  /** Log-probabilities of prompt tokens (echo + logprobs); a chunk's first token is scored with the
+   *  previous chunk's last row, kept in `promptLp`. */
+  private emitPromptLogprobs(s: Seq, r: Row, logitsAt: (n: number) => Float32Array): void {
+    const prompt = s.req.promptIds;
+    const topK = s.req.logprobs ?? 0;
+    const entries: WireLogprob[] = [];
+    for (let i = 0; i < r.tokens.length; i++) {
+      const pos = s.prefilled + i;
+      const prev = pos === 0 ? null : i === 0 ? s.promptLp! : logSoftmax(logitsAt(i - 1));
+      entries.push(prev ? { id: prompt[pos], logprob: prev[prompt[pos]], top: topN(prev, topK) } : { id: prompt[pos], logprob: null, top: [] });
+    }
+    s.promptLp = logSoftmax(logitsAt(r.tokens.length - 1));
+    this.emit({ type: 'prompt_logprobs', id: s.req.id, entries });
+  }
+
+  private finish(s: Seq, reason: 'stop' | 'length' | null): void {
+    const i = this.running.indexOf(s);
+    if (i >= 0) this.running.splice(i, 1);
+    this.kv.release(s.req.id);
+    s.drafter?.release(s.req.id);
+    if (reason) {
+      const st = s.stats;
+      this.emit({
+        type: 'done',
+        id: s.req.id,
+        finishReason: reason,
+        promptTokens: s.req.promptIds.length,
+        completionTokens: s.generated,
+        spec:
+          s.req.drafter !== 'none'
+            ? { drafter: s.req.drafter, draftSteps: st.draftSteps, draftTokens: st.draftTokens, acceptedTokens: st.acceptedTokens, decodeSteps: st.decodeSteps, fallback: st.fallback }
+            : undefined,
+      });
+    }
+  }
+}
+
+/** A draft tree's q rows are per draft node; the verify tree has the root in front. */
+function shiftProbs(probs: Float32Array, V: number): Float32Array {
+  const out = new Float32Array(probs.length + V);
+  out.set(probs, V);
+  return out;
+}
+
+/** The first n nodes (still ancestor-closed: parents come before children). */
+function truncateTree(tree: DraftTree, n: number): DraftTree {
+  if (tree.tokens.length <= n) return tree;
+  const V = tree.probs ? tree.probs.length / tree.tokens.length : 0;
+  return { tokens: tree.tokens.slice(0, n), parents: tree.parents.slice(0, n), kind: tree.kind, probs: tree.probs?.slice(0, n * V) };
+}
+
+/** The first root-to-leaf chain of a tree (for models that cannot take a tree mask). */
+function firstChain(tree: DraftTree): DraftTree {
+  const keep: number[] = [];
+  for (let i = 0; i < tree.tokens.length; i++) {
+    if (tree.parents[i] === (keep.length ? keep[keep.length - 1] : -1)) keep.push(i);
+  }
+  return {
+    tokens: Int32Array.from(keep, (i) => tree.tokens[i]),
+    parents: Int32Array.from(keep, (_, j) => j - 1),
+    kind: tree.kind,
+    probs: tree.probs ? concatRows(tree.probs, keep, tree.probs.length / tree.tokens.length) : undefined,
+  };
+}
+
+function concatRows(a: Float32Array, rows: number[], V: number): Float32Array {
+  const out = new Float32Array(rows.length * V);
+  rows.forEach((r, j) => out.set(a.subarray(r * V, (r + 1) * V), j * V));
+  return out;
+}

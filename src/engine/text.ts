@@ -1,0 +1,136 @@
+// Text side of the engine (main thread): tokenizer, chat template, streaming detokenization and
+// stop strings.
+import { Template } from '@huggingface/jinja';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { ChatMessage } from './types.ts';
+
+export class TextCodec {
+  private readonly tok: Tokenizer;
+  private readonly template: Template | null;
+  private readonly specials: Record<string, string>;
+  readonly specialIds: Set<number>;
+
+  constructor(modelDir: string) {
+    const tj = JSON.parse(readFileSync(path.join(modelDir, 'tokenizer.json'), 'utf8'));
+    const tc = JSON.parse(readFileSync(path.join(modelDir, 'tokenizer_config.json'), 'utf8'));
+    this.tok = new Tokenizer(tj, tc);
+    this.template = typeof tc.chat_template === 'string' ? new Template(tc.chat_template) : null;
+    this.specials = {
+      bos_token: tc.bos_token ?? '',
+      eos_token: tc.eos_token ?? '',
+    };
+    this.specialIds = new Set((tj.added_tokens ?? []).filter((t: any) => t.special).map((t: any) => t.id as number));
+  }
+
+  encode(text: string): number[] {
+    return this.tok.encode(text).ids;
+  }
+
+  decode(ids: readonly number[], skipSpecial = true): string {
+    if (ids.length === 0) return '';
+    return this.tok.decode(ids as number[], { skip_special_tokens: skipSpecial });
+  }
+
+  /** Text of one token for logprobs (special tokens shown, partial bytes as the replacement char). */
+  tokenText(id: number): string {
+    return this.tok.decode([id], { skip_special_tokens: false });
+  }
+
+  applyChatTemplate(messages: ChatMessage[]): string {
+    if (!this.template) {
+      // no template: plain role-prefixed transcript
+      return messages.map((m) => `${m.role}: ${m.content}\n`).join('') + 'assistant: ';
+    }
+    return this.template.render({ messages, add_generation_prompt: true, ...this.specials });
+  }
+}
+
+/**
+ * Incremental detokenizer (the vLLM scheme): decode a short window of recent ids and emit only the
+ * new, complete suffix, so a character split across tokens is never emitted half-way.
+ */
+export class Detokenizer {
+  private ids: number[] = [];
+  private prefixOffset = 0;
+  private readOffset = 0;
+
+  constructor(private readonly codec: TextCodec, context: readonly number[] = []) {
+    // seed with a few context ids so leading-space handling matches the full decode
+    this.ids = context.slice(-4);
+    this.prefixOffset = 0;
+    this.readOffset = this.ids.length;
+  }
+
+  push(id: number): string {
+    this.ids.push(id);
+    const prefix = this.codec.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const full = this.codec.decode(this.ids.slice(this.prefixOffset));
+    if (full.length > prefix.length && !full.endsWith('\uFFFD')) {
+      const out = full.slice(prefix.length);
+      this.prefixOffset = this.readOffset;
+      this.readOffset = this.ids.length;
+      return out;
+    }
+    return '';
+  }
+
+  /** Whatever is still held back (an incomplete character at the very end). */
+  flush(): string {
+    const prefix = this.codec.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const full = this.codec.decode(this.ids.slice(this.prefixOffset));
+    this.prefixOffset = this.readOffset = this.ids.length;
+    return full.length > prefix.length ? full.slice(prefix.length) : '';
+  }
+}
+
+/**
+ * Stop strings matched across token boundaries. Text that might be the start of a stop string is
+ * held back until it is known not to be; a matched stop string and everything after it are dropped.
+ */
+export class StopMatcher {
+  private held = '';
+  stopped = false;
+  private readonly longest: number;
+
+  constructor(private readonly stops: readonly string[]) {
+    this.longest = Math.max(0, ...stops.map((s) => s.length));
+  }
+
+  /** Returns the text safe to emit now. */
+  push(text: string): string {
+    if (this.stopped) return '';
+    if (this.stops.length === 0) return text;
+    this.held += text;
+    let cut = -1;
+    for (const s of this.stops) {
+      const i = this.held.indexOf(s);
+      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+    }
+    if (cut >= 0) {
+      this.stopped = true;
+      const out = this.held.slice(0, cut);
+      this.held = '';
+      return out;
+    }
+    // keep the longest suffix that is a prefix of some stop string
+    let keep = 0;
+    for (let k = Math.min(this.longest - 1, this.held.length); k > 0; k--) {
+      const tail = this.held.slice(this.held.length - k);
+      if (this.stops.some((s) => s.startsWith(tail))) {
+        keep = k;
+        break;
+      }
+    }
+    const out = this.held.slice(0, this.held.length - keep);
+    this.held = this.held.slice(this.held.length - keep);
+    return out;
+  }
+
+  flush(): string {
+    const out = this.stopped ? '' : this.held;
+    this.held = '';
+    return out;
+  }
+}

@@ -1,0 +1,132 @@
+// The contract between the HTTP layer (src/server/) and the engine (src/engine/).
+// The server validates and shapes requests; the engine tokenizes, schedules, decodes and
+// detokenizes. Everything here is plain data so it can also cross the worker boundary.
+
+export interface SamplingParams {
+  /** 0 = greedy. */
+  temperature: number;
+  /** 1 = off. */
+  topP: number;
+  /** 0 = off. */
+  topK: number;
+  /** Same seed and request → same output. Undefined = a fresh random seed. */
+  seed?: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+}
+
+export interface SpeculativeParams {
+  /** A drafter name from `engine.drafters()`, or "none" for plain decoding. */
+  drafter: string;
+  /** Upper bound on draft tokens verified per step (tree nodes excluding the root). */
+  maxDraftTokens?: number;
+  /** "lossless" (default) or the opt-in lossy LANTERN relaxed acceptance. */
+  acceptance?: 'lossless' | 'lantern';
+  /** LANTERN neighbourhood size k (defaults in the policy). */
+  lanternK?: number;
+  /** LANTERN total-variation budget delta (defaults in the policy). */
+  lanternDelta?: number;
+}
+
+export interface TextRequest {
+  /** Text (tokenized by the engine) or token ids. */
+  prompt: string | number[];
+  maxTokens: number;
+  /** vLLM extension: EOS and stop strings are ignored until this many tokens. */
+  minTokens: number;
+  /** vLLM extension: keep generating past EOS. */
+  ignoreEos: boolean;
+  /** Stop strings; matched across token boundaries and never emitted. */
+  stop: string[];
+  sampling: SamplingParams;
+  /** Top-N log-probabilities per generated token, or null. */
+  logprobs: number | null;
+  /** Return the prompt in front of the completion (with its logprobs when logprobs is set). */
+  echo: boolean;
+  /** null = the server's default drafter. */
+  speculative: SpeculativeParams | null;
+  signal?: AbortSignal;
+}
+
+export interface TopLogprob {
+  token: string;
+  logprob: number;
+}
+
+export interface TokenLogprob {
+  token: string;
+  tokenId: number;
+  /** null for the first prompt token (nothing to condition on). */
+  logprob: number | null;
+  top: TopLogprob[];
+  /** Character offset of this token in the returned text (prompt text included when echoed). */
+  textOffset: number;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface SpeculationStats {
+  drafter: string;
+  /** Target forward passes that verified at least one draft token. */
+  draftSteps: number;
+  draftTokens: number;
+  acceptedTokens: number;
+  /** Tokens emitted per target forward, including the bonus token (1.0 = no gain). */
+  meanAcceptanceLength: number;
+  /** Set when a lossy policy decided any acceptance. */
+  lossy?: { policy: 'lantern'; k: number; delta: number };
+  /** Why the request ran without speculation, when it asked for it and could not have it. */
+  fallback?: string;
+}
+
+export type TextEvent =
+  | { type: 'text'; text: string; tokenIds: number[]; logprobs?: TokenLogprob[] }
+  | {
+      type: 'done';
+      finishReason: FinishReason;
+      promptTokens: number;
+      completionTokens: number;
+      speculation?: SpeculationStats;
+    };
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | 'developer' | 'tool';
+  content: string;
+}
+
+export interface DrafterInfo {
+  name: string;
+  available: boolean;
+  /** Why not, when unavailable. */
+  reason?: string;
+  description: string;
+}
+
+export interface EngineInfo {
+  modelId: string;
+  contextLength: number;
+  /** Execution provider actually in use. */
+  provider: 'cuda' | 'cpu';
+  /** Which ONNX layout the model folder has. */
+  layout: 'speculative' | 'optimum';
+  vocabSize: number;
+  defaultDrafter: string;
+}
+
+export interface EngineLoad {
+  running: number;
+  waiting: number;
+}
+
+export interface Engine {
+  readonly info: EngineInfo;
+  /** Streams text for one choice. Throws EngineError for request-level problems. */
+  generateText(req: TextRequest): AsyncIterable<TextEvent>;
+  tokenize(text: string): number[];
+  detokenize(ids: number[]): string;
+  /** Renders the chat template with the generation prompt appended. */
+  applyChatTemplate(messages: ChatMessage[]): string;
+  drafters(): DrafterInfo[];
+  load(): EngineLoad;
+  close(): Promise<void>;
+}

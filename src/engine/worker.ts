@@ -1,0 +1,55 @@
+// The inference worker: owns the ONNX session, the KV cache, the drafters and the scheduler.
+// onnxruntime-node's run() blocks its thread, so all of this lives off the main event loop; the
+// main thread only sees token ids.
+import { parentPort, workerData } from 'node:worker_threads';
+import { createDrafters } from '../drafters/index.ts';
+import { PagedKvCache } from '../kvcache/paged.ts';
+import { loadModelConfig } from './model-config.ts';
+import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
+import { Runner } from './runner.ts';
+import { Scheduler } from './scheduler.ts';
+
+const port = parentPort!;
+const init = workerData as WorkerInit;
+const send = (m: FromWorker) => port.postMessage(m);
+
+async function main() {
+  const cfg = loadModelConfig(init.modelDir);
+  const runner = await Runner.create(cfg, {
+    provider: init.provider,
+    threads: init.threads,
+    log: (message) => send({ type: 'log', level: 'info', message }),
+  });
+  const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes);
+  const { drafters, info } = createDrafters({ modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout });
+  const sched = new Scheduler(cfg, runner, kv, drafters, init, send);
+  let wake: (() => void) | null = null;
+  let stopping = false;
+  port.on('message', (m: ToWorker) => {
+    if (m.type === 'submit') sched.submit(m.req);
+    else if (m.type === 'cancel') sched.cancel(m.id);
+    else if (m.type === 'shutdown') stopping = true;
+    wake?.();
+  });
+  send({ type: 'ready', info: { provider: runner.provider, layout: runner.layout, drafters: info } });
+  let lastLoad = 0;
+  while (!stopping) {
+    const worked = await sched.step();
+    const now = Date.now();
+    if (now - lastLoad > 250 || !worked) {
+      send({ type: 'load', ...sched.load, kv: kv.stats() });
+      lastLoad = now;
+    }
+    if (!worked) await new Promise<void>((r) => (wake = r));
+    else await new Promise<void>((r) => setImmediate(r)); // let submit/cancel messages in
+    wake = null;
+  }
+  sched.failAll('server shutting down');
+  await runner.release();
+  process.exit(0);
+}
+
+main().catch((err) => {
+  send({ type: 'fatal', message: (err as Error).stack ?? String(err) });
+  process.exit(1);
+});
