@@ -52,7 +52,7 @@ class OptimumWrapper(nn.Module):
         q_pos = torch.arange(T) + (S - T)
         k_pos = torch.arange(S)
         allowed = (k_pos.unsqueeze(0) <= q_pos.unsqueeze(1)).unsqueeze(0) & (attention_mask.unsqueeze(1) > 0)
-        bias = torch.where(allowed, 0.0, -1e9).unsqueeze(1)                     # [B,1,T,S]
+        bias = ((1.0 - allowed.to(torch.float32)) * -1e9).unsqueeze(1)  # [B,1,T,S]
         past = [(past_flat[2 * i].transpose(1, 2), past_flat[2 * i + 1].transpose(1, 2))
                 for i in range(len(past_flat) // 2)]
         logits, _h, _s, new = self.m(input_ids, position_ids, bias, past)

@@ -3,28 +3,38 @@
 import type { Drafter } from './Drafter.ts';
 import { DrafterUnavailable } from './Drafter.ts';
 import { AdedDrafter } from './aded/index.ts';
+import { HydraDrafter } from './hydra/index.ts';
+import { MedusaDrafter } from './medusa/index.ts';
 import { PromptLookupDrafter } from './prompt-lookup/index.ts';
 
-export const DRAFTER_NAMES = ['prompt-lookup', 'aded'] as const;
+export const DRAFTER_NAMES = ['prompt-lookup', 'aded', 'medusa', 'hydra'] as const;
 export type DrafterName = (typeof DRAFTER_NAMES)[number];
 
 export const DRAFTER_DESCRIPTIONS: Record<DrafterName, string> = {
   'prompt-lookup': 'n-gram match in the context, chain drafts (no model files)',
   aded: 'adaptive trigram matrix (corpus prior + per-request boosts) with tree search (ADED)',
+  medusa: 'Medusa heads on the target hidden state, dynamic tree from head log-probabilities',
+  hydra: 'Hydra sequentially dependent heads (hidden state + path embeddings), tree grown depth by depth',
 };
 
 export interface DrafterEnv {
   modelDir: string;
   vocabSize: number;
   layout: 'speculative' | 'optimum';
+  /** onnxruntime threads for drafter graphs. */
+  threads: number;
 }
 
-export function createDrafter(name: DrafterName, env: DrafterEnv): Drafter {
+export async function createDrafter(name: DrafterName, env: DrafterEnv): Promise<Drafter> {
   switch (name) {
     case 'prompt-lookup':
       return new PromptLookupDrafter();
     case 'aded':
       return AdedDrafter.load(env);
+    case 'medusa':
+      return MedusaDrafter.load(env);
+    case 'hydra':
+      return HydraDrafter.load(env);
     default:
       throw new Error(`unhandled drafter ${name satisfies never}`);
   }
@@ -36,12 +46,12 @@ export interface DrafterSet {
 }
 
 /** Builds every drafter this model can run; the rest are listed with the reason. */
-export function createDrafters(env: DrafterEnv): DrafterSet {
+export async function createDrafters(env: DrafterEnv): Promise<DrafterSet> {
   const drafters = new Map<string, Drafter>();
   const info: DrafterSet['info'] = [];
   for (const name of DRAFTER_NAMES) {
     try {
-      const d = createDrafter(name, env);
+      const d = await createDrafter(name, env);
       if (d.needs.treeMask && env.layout !== 'speculative') throw new DrafterUnavailable('needs the speculative ONNX layout (tree mask)');
       if (d.needs.hidden && env.layout !== 'speculative') throw new DrafterUnavailable('needs hidden-state outputs (speculative ONNX layout)');
       drafters.set(name, d);

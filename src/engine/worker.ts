@@ -21,7 +21,7 @@ async function main() {
     log: (message) => send({ type: 'log', level: 'info', message }),
   });
   const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes);
-  const { drafters, info } = createDrafters({ modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout });
+  const { drafters, info } = await createDrafters({ modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout, threads: init.threads });
   const sched = new Scheduler(cfg, runner, kv, drafters, init, send);
   let wake: (() => void) | null = null;
   let stopping = false;

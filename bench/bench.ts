@@ -1,0 +1,185 @@
+// npm run bench — engine-level benchmark at batch 1 (the Spec-Bench protocol adapted here):
+// greedy, fixed max tokens, several repetitions, per prompt category; plain decoding and every
+// available drafter measured in the same run (interleaved), plus transformers.js on the same
+// standard-layout ONNX file as a peer, plus plain decoding through the HTTP server to show its
+// overhead. Writes bench/results/bench.{json,md,html}.
+import { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createEngine, type LocalEngine } from '../src/engine/index.ts';
+import type { TextRequest } from '../src/engine/types.ts';
+import { CHATS, PROMPTS, type Category } from './prompts.ts';
+import { mdTable, writeReport, type Chart } from './report.ts';
+import { serverThroughput } from './server-bench.ts';
+import { TransformersPeer } from './peer-transformers.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+const program = new Command()
+  .name('bench')
+  .option('--model <dir>', 'model folder', path.join(ROOT, 'models', 'specserve-tiny'))
+  .option('--max-tokens <n>', 'tokens generated per prompt', (v) => parseInt(v, 10), 128)
+  .option('--reps <n>', 'repetitions of each prompt', (v) => parseInt(v, 10), 3)
+  .option('--threads <n>', 'onnxruntime intra-op threads (same for every contender)', (v) => parseInt(v, 10), os.availableParallelism())
+  .option('--drafters <list>', 'comma-separated drafters (default: all available)')
+  .option('--max-draft-tokens <n>', 'draft budget per step', (v) => parseInt(v, 10), 8)
+  .option('--no-peer', 'skip transformers.js')
+  .option('--no-server', 'skip the through-the-server measurement')
+  .option('--out <dir>', 'results folder', path.join(ROOT, 'bench', 'results'));
+
+interface Cell {
+  requests: number;
+  tokens: number;
+  seconds: number;
+  draftSteps: number;
+  draftTokens: number;
+  acceptedTokens: number;
+  decodeSteps: number;
+}
+
+const emptyCell = (): Cell => ({ requests: 0, tokens: 0, seconds: 0, draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0 });
+
+async function timeEngine(engine: LocalEngine, req: TextRequest): Promise<Cell> {
+  const t0 = performance.now();
+  let tokens = 0;
+  let spec;
+  for await (const ev of engine.generateText(req)) {
+    if (ev.type === 'done') {
+      tokens = ev.completionTokens;
+      spec = ev.speculation;
+    }
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const decodeSteps = spec && spec.meanAcceptanceLength ? (tokens - 1) / spec.meanAcceptanceLength : tokens - 1;
+  return {
+    requests: 1, tokens, seconds,
+    draftSteps: spec?.draftSteps ?? 0, draftTokens: spec?.draftTokens ?? 0, acceptedTokens: spec?.acceptedTokens ?? 0,
+    decodeSteps,
+  };
+}
+
+function add(a: Cell, b: Cell) {
+  a.requests += b.requests;
+  a.tokens += b.tokens;
+  a.seconds += b.seconds;
+  a.draftSteps += b.draftSteps;
+  a.draftTokens += b.draftTokens;
+  a.acceptedTokens += b.acceptedTokens;
+  a.decodeSteps += b.decodeSteps;
+}
+
+async function main() {
+  const o = program.parse().opts();
+  const engine = await createEngine({ modelDir: o.model, threads: o.threads, provider: 'cpu' });
+  const drafters: string[] = o.drafters
+    ? o.drafters.split(',')
+    : engine.drafters().filter((d) => d.available).map((d) => d.name);
+  const peer = o.peer ? await TransformersPeer.load(o.model, o.threads) : null;
+  const methods = ['plain', ...drafters, ...(peer ? ['transformers.js'] : [])];
+  const prompts: { category: Category; prompt: string }[] = [
+    ...Object.entries(PROMPTS).flatMap(([category, list]) => list.map((prompt) => ({ category: category as Category, prompt }))),
+    ...CHATS.map((messages) => ({ category: 'chat' as Category, prompt: engine.applyChatTemplate(messages) })),
+  ];
+  const categories = [...new Set(prompts.map((p) => p.category))];
+  const cells = new Map<string, Cell>(); // `${method}|${category}`
+  const key = (m: string, c: string) => `${m}|${c}`;
+  for (const m of methods) for (const c of [...categories, 'overall']) cells.set(key(m, c), emptyCell());
+
+  console.log(`specserve bench: ${prompts.length} prompts x ${o.reps} reps x ${methods.length} methods, ${o.maxTokens} tokens each, threads=${o.threads}, provider=${engine.info.provider}`);
+  const bar = new cliProgress.SingleBar({ format: ' {bar} {value}/{total} runs | {method} on {category}', hideCursor: true }, cliProgress.Presets.shades_classic);
+  bar.start(prompts.length * o.reps * methods.length, 0, { method: '', category: '' });
+  // warm-up so the first measured method does not pay for lazy initialisation
+  await timeEngine(engine, req(prompts[0].prompt, 'none', 16, o.maxDraftTokens));
+  if (peer) await peer.generate(prompts[0].prompt, 16);
+  for (let rep = 0; rep < o.reps; rep++) {
+    for (const p of prompts) {
+      // interleave methods so slow drift of the machine hits all of them alike
+      const order = rep % 2 === 0 ? methods : [...methods].reverse();
+      for (const m of order) {
+        bar.increment(0, { method: m, category: p.category });
+        let cell: Cell;
+        if (m === 'transformers.js') {
+          const t0 = performance.now();
+          const tokens = await peer!.generate(p.prompt, o.maxTokens);
+          cell = { ...emptyCell(), requests: 1, tokens, seconds: (performance.now() - t0) / 1000 };
+        } else {
+          cell = await timeEngine(engine, req(p.prompt, m === 'plain' ? 'none' : m, o.maxTokens, o.maxDraftTokens));
+        }
+        add(cells.get(key(m, p.category))!, cell);
+        add(cells.get(key(m, 'overall'))!, cell);
+        bar.increment(1);
+      }
+    }
+  }
+  bar.stop();
+
+  const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens) : null;
+  await engine.close();
+
+  const tps = (c: Cell) => c.tokens / c.seconds;
+  const rows: (string | number)[][] = [];
+  const results: Record<string, Record<string, unknown>> = {};
+  for (const m of methods) {
+    results[m] = {};
+    for (const c of [...categories, 'overall']) {
+      const cell = cells.get(key(m, c))!;
+      const plain = cells.get(key('plain', c))!;
+      const speedup = tps(cell) / tps(plain);
+      const mal = cell.decodeSteps > 0 && m !== 'plain' && m !== 'transformers.js' ? (cell.tokens - cell.requests) / cell.decodeSteps : 1;
+      const rate = cell.draftTokens ? cell.acceptedTokens / cell.draftTokens : null;
+      results[m][c] = { tokensPerSecond: tps(cell), speedup, meanAcceptanceLength: mal, acceptanceRate: rate, tokens: cell.tokens, seconds: cell.seconds };
+      if (c === 'overall' || m !== 'transformers.js') {
+        rows.push([m, c, tps(cell).toFixed(1), `${speedup.toFixed(2)}x`, m === 'plain' || m === 'transformers.js' ? '-' : mal.toFixed(2), rate === null ? '-' : `${(rate * 100).toFixed(0)}%`]);
+      }
+    }
+  }
+  const date = new Date().toISOString().slice(0, 10);
+  const machine = `${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}, ${engine.info.provider}`;
+  let md = `### Speculative decoding, batch 1, greedy (${date})\n\n`;
+  md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps, ${prompts.length} prompts, threads=${o.threads}, machine: ${machine}.\n`;
+  md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}\`\n\n`;
+  md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate'], rows);
+  if (peer) {
+    const pt = tps(cells.get(key('transformers.js', 'overall'))!);
+    md += `\nPeer: transformers.js ${pt.toFixed(1)} tok/s on \`onnx/model.onnx\` (same weights, same threads). specserve plain = ${(tps(cells.get(key('plain', 'overall'))!) / pt).toFixed(2)}x transformers.js`;
+    for (const d of drafters) md += `, ${d} = ${(tps(cells.get(key(d, 'overall'))!) / pt).toFixed(2)}x`;
+    md += '.\n';
+  }
+  if (server) {
+    md += `\nServer overhead (plain, streaming through HTTP/SSE vs the engine directly, same prompts): server ${server.serverTps.toFixed(1)} tok/s, engine ${server.engineTps.toFixed(1)} tok/s, ratio ${(server.serverTps / server.engineTps).toFixed(3)}.\n`;
+  }
+  const charts: Chart[] = [
+    {
+      title: 'Speedup over plain decoding by category (batch 1, greedy)',
+      type: 'bar',
+      labels: [...categories, 'overall'],
+      series: methods.filter((m) => m !== 'plain').map((m) => ({ label: m, data: [...categories, 'overall'].map((c) => (results[m][c] as { speedup: number }).speedup) })),
+      yLabel: 'x plain',
+    },
+    {
+      title: 'Mean acceptance length (tokens per target forward, bonus included)',
+      type: 'bar',
+      labels: [...categories, 'overall'],
+      series: drafters.map((m) => ({ label: m, data: [...categories, 'overall'].map((c) => (results[m][c] as { meanAcceptanceLength: number }).meanAcceptanceLength) })),
+      yLabel: 'tokens / step',
+    },
+  ];
+  const files = writeReport(o.out, 'bench', { date, machine, options: o, results, server }, md, charts);
+  console.log('\n' + md);
+  console.log(`wrote ${files.join(', ')}`);
+}
+
+function req(prompt: string, drafter: string, maxTokens: number, maxDraftTokens: number): TextRequest {
+  return {
+    prompt, maxTokens, minTokens: 0, ignoreEos: true, stop: [],
+    sampling: { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 },
+    logprobs: null, echo: false, speculative: { drafter, maxDraftTokens },
+  };
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

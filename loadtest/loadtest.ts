@@ -1,0 +1,197 @@
+// npm run loadtest — starts the real server on 127.0.0.1, then measures
+//   streaming (SSE client): aggregate tokens/s, time to first token, inter-token latency and the
+//     largest gap between chunks, at concurrency 1, 4, 16, 32, speculation off and on
+//   non-streaming (autocannon): requests/s and latency
+// and reads /metrics before and after each run for acceptance. Bounded in count and time; only
+// ever targets the loopback address of the server it started.
+import autocannon from 'autocannon';
+import cliProgress from 'cli-progress';
+import { Command } from 'commander';
+import { createParser } from 'eventsource-parser';
+import { spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { mdTable, writeReport, type Chart } from '../bench/report.ts';
+import { PROMPTS } from '../bench/prompts.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const HOST = '127.0.0.1';
+
+const program = new Command()
+  .name('loadtest')
+  .option('--port <n>', 'port for the server under test', (v) => parseInt(v, 10), 8765)
+  .option('--concurrency <list>', 'concurrency levels', '1,4,16,32')
+  .option('--requests-per-client <n>', 'streaming requests each client sends per level', (v) => parseInt(v, 10), 3)
+  .option('--max-tokens <n>', 'tokens per request', (v) => parseInt(v, 10), 64)
+  .option('--drafter <name>', 'drafter for the speculative runs', 'prompt-lookup')
+  .option('--autocannon-seconds <n>', 'duration of the non-streaming run', (v) => parseInt(v, 10), 10)
+  .option('--out <dir>', 'results folder', path.join(ROOT, 'loadtest', 'results'));
+
+interface StreamStats {
+  ttft: number;
+  gaps: number[];
+  tokens: number;
+  seconds: number;
+}
+
+async function streamOne(base: string, prompt: string, maxTokens: number, drafter: string): Promise<StreamStats> {
+  const t0 = performance.now();
+  const res = await fetch(`${base}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model: 'specserve-tiny', prompt, max_tokens: maxTokens, temperature: 0, stream: true,
+      stream_options: { include_usage: true }, ignore_eos: true, speculative: { drafter },
+    }),
+  });
+  if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  let ttft = -1;
+  let last = t0;
+  const gaps: number[] = [];
+  let tokens = 0;
+  const parser = createParser({
+    onEvent(ev) {
+      if (ev.data === '[DONE]') return;
+      const now = performance.now();
+      const chunk = JSON.parse(ev.data);
+      if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.usage) tokens = chunk.usage.completion_tokens;
+      if (chunk.choices?.[0]?.text) {
+        if (ttft < 0) ttft = now - t0;
+        else gaps.push(now - last);
+        last = now;
+      }
+    },
+  });
+  const decoder = new TextDecoder();
+  for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(part, { stream: true }));
+  return { ttft, gaps, tokens, seconds: (performance.now() - t0) / 1000 };
+}
+
+async function scrape(base: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^(specserve_spec_decode_num_(?:drafts|draft_tokens|accepted_tokens)_total)\{[^}]*\} ([\d.e+-]+)$/.exec(line);
+    if (m) out[m[1]] = (out[m[1]] ?? 0) + Number(m[2]);
+  }
+  return out;
+}
+
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+async function startServer(port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli.ts'), '--port', String(port), '--host', HOST, '--log-level', 'warn'], {
+    cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    try {
+      const r = await fetch(`http://${HOST}:${port}/health`);
+      if (r.status === 200) return child;
+    } catch {
+      /* not listening yet */
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  child.kill();
+  throw new Error('server did not become healthy within 60 s');
+}
+
+async function main() {
+  const o = program.parse().opts();
+  const levels = String(o.concurrency).split(',').map(Number);
+  const base = `http://${HOST}:${o.port}`;
+  const server = await startServer(o.port);
+  const prompts = Object.values(PROMPTS).flat();
+  const results: Record<string, Record<number, Record<string, number>>> = {};
+  try {
+    const modes = ['none', o.drafter];
+    const total = modes.length * levels.reduce((a, c) => a + c * o.requestsPerClient, 0);
+    const bar = new cliProgress.SingleBar({ format: ' {bar} {value}/{total} streams | drafter={mode} concurrency={c}' }, cliProgress.Presets.shades_classic);
+    bar.start(total, 0, { mode: '', c: 0 });
+    for (const mode of modes) {
+      results[mode] = {};
+      for (const c of levels) {
+        const before = await scrape(base);
+        const t0 = performance.now();
+        const all: StreamStats[] = [];
+        await Promise.all(
+          Array.from({ length: c }, async (_, client) => {
+            for (let i = 0; i < o.requestsPerClient; i++) {
+              all.push(await streamOne(base, prompts[(client + i) % prompts.length], o.maxTokens, mode));
+              bar.increment(1, { mode, c });
+            }
+          }),
+        );
+        const wall = (performance.now() - t0) / 1000;
+        const after = await scrape(base);
+        const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+        const tokens = all.reduce((a, s) => a + s.tokens, 0);
+        const gaps = all.flatMap((s) => s.gaps);
+        results[mode][c] = {
+          aggregateTokensPerSecond: tokens / wall,
+          perRequestTokensPerSecond: all.reduce((a, s) => a + s.tokens / s.seconds, 0) / all.length,
+          ttftP50ms: percentile(all.map((s) => s.ttft), 50),
+          ttftP95ms: percentile(all.map((s) => s.ttft), 95),
+          itlP50ms: percentile(gaps, 50),
+          itlP95ms: percentile(gaps, 95),
+          maxGapMs: Math.max(0, ...gaps),
+          acceptanceRate: d('specserve_spec_decode_num_draft_tokens_total') ? d('specserve_spec_decode_num_accepted_tokens_total') / d('specserve_spec_decode_num_draft_tokens_total') : 0,
+          requests: all.length,
+        };
+      }
+    }
+    bar.stop();
+
+    // non-streaming request rate with autocannon
+    const ac = await autocannon({
+      url: `${base}/v1/completions`,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'specserve-tiny', prompt: prompts[0], max_tokens: 16, temperature: 0 }),
+      connections: 4,
+      duration: o.autocannonSeconds,
+    });
+    const date = new Date().toISOString().slice(0, 10);
+    const rows = levels.flatMap((c) =>
+      ['none', o.drafter].map((m) => {
+        const r = results[m][c];
+        const ratio = m === 'none' ? '-' : `${(r.aggregateTokensPerSecond / results.none[c].aggregateTokensPerSecond).toFixed(2)}x`;
+        return [c, m === 'none' ? 'plain' : m, r.aggregateTokensPerSecond.toFixed(1), ratio, r.ttftP50ms.toFixed(0), r.ttftP95ms.toFixed(0), r.itlP50ms.toFixed(1), r.maxGapMs.toFixed(0), m === 'none' ? '-' : `${(r.acceptanceRate * 100).toFixed(0)}%`];
+      }),
+    );
+    let md = `### Load test (${date})\n\nServer on ${HOST}, ${o.maxTokens} tokens per streamed request, ${o.requestsPerClient} requests per client, machine: ${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}.\n`;
+    md += `Command: \`npm run loadtest\`\n\n`;
+    md += mdTable(['concurrency', 'decoding', 'aggregate tok/s', 'vs plain', 'TTFT p50 ms', 'TTFT p95 ms', 'ITL p50 ms', 'max gap ms', 'accept rate'], rows);
+    const c1 = results.none[levels[0]]?.aggregateTokensPerSecond;
+    const c16 = results.none[16]?.aggregateTokensPerSecond;
+    if (c1 && c16) md += `\nPlain aggregate tokens/s at concurrency 16 / concurrency 1: ${(c16 / c1).toFixed(2)}x.\n`;
+    md += `\nNon-streaming (autocannon, 4 connections, ${o.autocannonSeconds} s, 16 tokens): ${ac.requests.average.toFixed(1)} req/s, latency p50 ${ac.latency.p50} ms, p99 ${ac.latency.p99} ms, errors ${ac.errors}, non-2xx ${ac.non2xx}.\n`;
+    const charts: Chart[] = [
+      {
+        title: 'Aggregate tokens/s vs concurrency', type: 'line', labels: levels.map(String), yLabel: 'tokens/s',
+        series: ['none', o.drafter].map((m) => ({ label: m === 'none' ? 'plain' : m, data: levels.map((c) => results[m][c].aggregateTokensPerSecond) })),
+      },
+      {
+        title: 'Time to first token p50 (ms)', type: 'line', labels: levels.map(String), yLabel: 'ms',
+        series: ['none', o.drafter].map((m) => ({ label: m === 'none' ? 'plain' : m, data: levels.map((c) => results[m][c].ttftP50ms) })),
+      },
+    ];
+    const files = writeReport(o.out, 'loadtest', { date, options: o, results, autocannon: { rps: ac.requests.average, latency: ac.latency } }, md, charts);
+    console.log('\n' + md);
+    console.log(`wrote ${files.join(', ')}`);
+  } finally {
+    server.kill('SIGTERM');
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

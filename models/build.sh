@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Rebuilds the default model family from Debian-packaged text, reproducibly:
+#   corpus + BPE tokenizer -> target training (resumable) -> ONNX exports -> ADED trigram prior
+#   -> Node-side checks.
+# usage: npm run models:build            (or: bash models/build.sh [--steps N])
+# Work files (token arrays, checkpoint, logs) go to models/.work/ (git-ignored); rerunning resumes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS=1000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --steps) STEPS="$2"; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+PY=/usr/bin/python3   # Debian's python with python3-torch; the first python3 on PATH may be another
+WORK=models/.work
+OUT=models/specserve-tiny
+PKGS=(python3-torch python3-onnx python3-numpy python3-regex libopenblas0-pthread python3.11-doc libpython3.11-stdlib)
+
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[build] installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -q
+  # without libopenblas0-pthread Debian's torch falls back to the reference BLAS (~75x slower)
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+mkdir -p "$WORK" "$OUT"
+t0=$(date +%s)
+if [ ! -f "$WORK/train.u16" ] || [ ! -f "$OUT/tokenizer.json" ]; then
+  $PY models/tooling/prepare.py "$WORK" "$OUT"
+else
+  echo "[build] corpus and tokenizer already prepared ($WORK/train.u16)"
+fi
+$PY models/tooling/train.py "$WORK" --steps "$STEPS" --seq 1024 --batch 4 --lr 2e-3
+$PY models/tooling/export.py "$WORK" "$OUT"
+$PY models/tooling/trigram.py "$WORK" "$OUT"
+cp "$WORK/train_log.jsonl" "$OUT/train_log.jsonl"
+cp "$WORK/corpus.json" "$OUT/corpus.json"
+node --import tsx models/tooling/check.ts "$OUT"
+echo "[build] done in $(( $(date +%s) - t0 ))s -> $OUT"

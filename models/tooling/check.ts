@@ -1,0 +1,219 @@
+// Checks a built model folder from the Node side (no Python): the ONNX files agree with the torch
+// reference, the two exports agree with each other, prefill-then-decode equals one full forward,
+// and a tree mask gives each branch the logits of decoding that branch alone.
+// Used by the build (models/build.sh) and by test/models/model-files.test.ts.
+//
+// usage: node --import tsx models/tooling/check.ts MODEL_DIR
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { loadModelConfig, type ModelConfig } from '../../src/engine/model-config.ts';
+import { Runner, type ForwardOutput } from '../../src/engine/runner.ts';
+
+const NEG = -1e9;
+
+export interface CheckResult {
+  name: string;
+  maxAbsErr: number;
+  tolerance: number;
+  ok: boolean;
+  detail?: string;
+}
+
+interface Reference {
+  prompt: number[];
+  positions: number[];
+  logits: number[][];
+  hidden: number[][];
+  hidden_shallow: number[][];
+  greedy: number[];
+}
+
+/** Cache for batch 1, token-major [P, KV*hd] per layer (speculative layout). */
+class Cache {
+  keys: Float32Array[];
+  values: Float32Array[];
+  length = 0;
+  constructor(private readonly cfg: ModelConfig) {
+    this.keys = Array.from({ length: cfg.numLayers }, () => new Float32Array(0));
+    this.values = Array.from({ length: cfg.numLayers }, () => new Float32Array(0));
+  }
+  append(out: ForwardOutput, rows: number[]) {
+    const W = this.cfg.numKvHeads * this.cfg.headDim;
+    for (let l = 0; l < this.cfg.numLayers; l++) {
+      const k = new Float32Array((this.length + rows.length) * W);
+      const v = new Float32Array((this.length + rows.length) * W);
+      k.set(this.keys[l]);
+      v.set(this.values[l]);
+      rows.forEach((r, i) => {
+        k.set(out.keys[l].subarray(r * W, (r + 1) * W), (this.length + i) * W);
+        v.set(out.values[l].subarray(r * W, (r + 1) * W), (this.length + i) * W);
+      });
+      this.keys[l] = k;
+      this.values[l] = v;
+    }
+    this.length += rows.length;
+  }
+  clone(): Cache {
+    const c = new Cache(this.cfg);
+    c.keys = this.keys.map((a) => a.slice());
+    c.values = this.values.map((a) => a.slice());
+    c.length = this.length;
+    return c;
+  }
+}
+
+/** Forward of `tokens` after the cache, with parent links (chain when parents[i] = i - 1). */
+async function specForward(r: Runner, cache: Cache, tokens: number[], parents: number[]): Promise<ForwardOutput> {
+  const T = tokens.length;
+  const P = cache.length;
+  const depth: number[] = [];
+  parents.forEach((p, i) => depth.push(p < 0 ? 0 : depth[p] + 1));
+  const bias = new Float32Array(T * (P + T)).fill(NEG);
+  for (let t = 0; t < T; t++) {
+    bias.fill(0, t * (P + T), t * (P + T) + P);
+    for (let a = t; a >= 0; a = parents[a]) bias[t * (P + T) + P + a] = 0;
+  }
+  return r.forward({
+    batch: 1, newTokens: T, past: P,
+    inputIds: BigInt64Array.from(tokens, BigInt),
+    positionIds: BigInt64Array.from(depth, (d) => BigInt(P + d)),
+    attentionBias: bias,
+    pastKeys: cache.keys, pastValues: cache.values,
+  });
+}
+
+const chainParents = (n: number) => Array.from({ length: n }, (_, i) => i - 1);
+
+function maxErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+function row(a: Float32Array, i: number, n: number): Float32Array {
+  return a.subarray(i * n, (i + 1) * n);
+}
+
+function argmax(a: ArrayLike<number>): number {
+  let b = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i;
+  return b;
+}
+
+export async function checkModel(dir: string, tolerance = 1e-4): Promise<CheckResult[]> {
+  const cfg = loadModelConfig(dir);
+  if (cfg.layout !== 'speculative') throw new Error('check needs the speculative export');
+  const spec = await Runner.create(cfg, { provider: 'cpu', threads: 1 });
+  const stdCfg: ModelConfig = { ...cfg, onnxPath: path.join(cfg.dir, 'onnx', 'model.onnx'), layout: 'optimum' };
+  const std = await Runner.create(stdCfg, { provider: 'cpu', threads: 1 });
+  const ref: Reference = JSON.parse(readFileSync(path.join(cfg.dir, 'reference.json'), 'utf8'));
+  const V = cfg.vocabSize;
+  const H = cfg.hiddenSize;
+  const results: CheckResult[] = [];
+  const add = (name: string, err: number, tol = tolerance, detail?: string) =>
+    results.push({ name, maxAbsErr: err, tolerance: tol, ok: err <= tol, detail });
+
+  // 1. torch reference
+  const prompt = ref.prompt;
+  const full = await specForward(spec, new Cache(cfg), prompt, chainParents(prompt.length));
+  let e = 0, eh = 0, es = 0;
+  ref.positions.forEach((p, i) => {
+    e = Math.max(e, maxErr(row(full.logits, p, V), ref.logits[i]));
+    eh = Math.max(eh, maxErr(row(full.hidden!, p, H), ref.hidden[i]));
+    es = Math.max(es, maxErr(row(full.hiddenShallow!, p, H), ref.hidden_shallow[i]));
+  });
+  add('onnx logits vs torch', e);
+  add('onnx hidden vs torch', eh);
+  add('onnx shallow hidden vs torch', es);
+
+  // greedy continuation with the cache equals torch's full-recompute greedy
+  const cache = new Cache(cfg);
+  cache.append(full, prompt.map((_, i) => i));
+  let next = argmax(row(full.logits, prompt.length - 1, V));
+  const greedy: number[] = [];
+  for (let s = 0; s < ref.greedy.length; s++) {
+    greedy.push(next);
+    const out = await specForward(spec, cache, [next], [-1]);
+    cache.append(out, [0]);
+    next = argmax(out.logits);
+  }
+  const mismatch = greedy.findIndex((t, i) => t !== ref.greedy[i]);
+  add('greedy continuation vs torch (mismatching tokens)', mismatch < 0 ? 0 : ref.greedy.length - mismatch, 0);
+
+  // 2. prefill-then-decode equals one full forward
+  const half = 12;
+  const c2 = new Cache(cfg);
+  const pre = await specForward(spec, c2, prompt.slice(0, half), chainParents(half));
+  c2.append(pre, chainParents(half).map((_, i) => i));
+  let e2 = 0;
+  for (let t = half; t < prompt.length; t++) {
+    const out = await specForward(spec, c2, [prompt[t]], [-1]);
+    c2.append(out, [0]);
+    e2 = Math.max(e2, maxErr(out.logits, row(full.logits, t, V)));
+  }
+  add('prefill-then-decode vs full forward', e2);
+
+  // 3. standard Optimum export agrees with the speculative one (prefill, then two decode steps)
+  const KV = cfg.numKvHeads, D = cfg.headDim, L = cfg.numLayers;
+  const emptyStd = Array.from({ length: L }, () => new Float32Array(0));
+  const s1 = await std.forward({
+    batch: 1, newTokens: prompt.length, past: 0,
+    inputIds: BigInt64Array.from(prompt, BigInt), positionIds: BigInt64Array.from(prompt, (_, i) => BigInt(i)),
+    attentionMask: new BigInt64Array(prompt.length).fill(1n), pastKeys: emptyStd, pastValues: emptyStd,
+  });
+  let e3 = maxErr(s1.logits, full.logits);
+  let present = { k: s1.keys, v: s1.values };
+  let specCache = new Cache(cfg);
+  specCache.append(full, prompt.map((_, i) => i));
+  let tok = argmax(row(full.logits, prompt.length - 1, V));
+  for (let s = 0; s < 2; s++) {
+    const P = prompt.length + s;
+    const so = await std.forward({
+      batch: 1, newTokens: 1, past: P,
+      inputIds: BigInt64Array.from([BigInt(tok)]), positionIds: BigInt64Array.from([BigInt(P)]),
+      attentionMask: new BigInt64Array(P + 1).fill(1n), pastKeys: present.k, pastValues: present.v,
+    });
+    const po = await specForward(spec, specCache, [tok], [-1]);
+    specCache.append(po, [0]);
+    e3 = Math.max(e3, maxErr(so.logits, po.logits));
+    // present rows agree with the speculative new rows ([1,KV,S,D] vs [1,1,KV,D])
+    for (let l = 0; l < L; l++)
+      for (let h = 0; h < KV; h++)
+        e3 = Math.max(e3, maxErr(so.keys[l].subarray((h * (P + 1) + P) * D, (h * (P + 1) + P + 1) * D), po.keys[l].subarray(h * D, (h + 1) * D)));
+    present = { k: so.keys, v: so.values };
+    tok = argmax(po.logits);
+  }
+  add('optimum export vs speculative export', e3);
+
+  // 4. tree mask: root r with children a, b; a has child c. Each branch equals decoding it alone.
+  const base = new Cache(cfg);
+  const pre4 = await specForward(spec, base, prompt.slice(0, half), chainParents(half));
+  base.append(pre4, chainParents(half).map((_, i) => i));
+  const r0 = prompt[half], a = prompt[half + 1], b = (prompt[half + 1] + 7) % V, c = prompt[half + 2];
+  const tree = await specForward(spec, base, [r0, a, b, c], [-1, 0, 0, 1]);
+  let e4 = 0;
+  for (const [branch, nodes] of [[[r0, a, c], [0, 1, 3]], [[r0, b], [0, 2]]] as [number[], number[]][]) {
+    const cc = base.clone();
+    for (let i = 0; i < branch.length; i++) {
+      const out = await specForward(spec, cc, [branch[i]], [-1]);
+      cc.append(out, [0]);
+      e4 = Math.max(e4, maxErr(out.logits, row(tree.logits, nodes[i], V)));
+    }
+  }
+  add('tree-mask branches vs decoding each branch alone', e4);
+
+  await spec.release();
+  await std.release();
+  return results;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const dir = process.argv[2];
+  if (!dir) {
+    console.error('usage: node --import tsx models/tooling/check.ts MODEL_DIR');
+    process.exit(2);
+  }
+  const res = await checkModel(dir);
+  for (const r of res) console.log(`[check] ${r.ok ? 'ok  ' : 'FAIL'} ${r.name}: max abs err ${r.maxAbsErr.toExponential(2)} (tol ${r.tolerance})`);
+  process.exit(res.every((r) => r.ok) ? 0 : 1);
+}

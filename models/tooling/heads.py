@@ -1,0 +1,294 @@
+"""Step 5 of the build: Medusa and Hydra draft heads, trained by self-distillation on the frozen
+target, exported to ONNX with a manifest.
+
+usage: /usr/bin/python3 models/tooling/heads.py WORK_DIR MODEL_DIR --kind medusa|hydra [--heads 4]
+       [--steps N] [--seq 512] [--batch 8]
+
+Self-distillation: inputs are corpus windows; the label of a head predicting the token at t+s is the
+target's own softmax at position t+s-1 (its distribution for that token under teacher forcing), so
+the heads learn what the target would say, not what the corpus says.
+
+Medusa (methods.md §1): head k = ResBlock(h) -> LM head, predicts t+k+2 from the post-norm hidden
+  state h_t alone. ResBlock: x + SiLU(W x + b), W zero-initialised.
+Hydra (methods.md §2): head i sees concat(h_t, E(x_{t+1}), ..., E(x_{t+i+1})) (E = the target's frozen
+  embedding; x_{t+1} is the root) -> res(x) + SiLU(W x) with W zero-initialised and res a learned
+  reduction -> one more ResBlock -> LM head; predicts t+i+2.
+Both reuse the target's frozen, tied LM head (the embedding matrix): at this model size a per-head
+vocabulary projection would be most of the drafter's parameters and of its per-step cost.
+
+Exports (next to the model, in MODEL_DIR/heads/):
+  medusa.onnx  hidden [N, D] -> topk_ids [N, K, k] int64, topk_logprobs [N, K, k]
+  hydra.onnx   hidden [N, D], path_ids [N, P] int64, head [] int64 (0-based, == P - 1)
+               -> topk_ids [N, k], topk_logprobs [N, k]   (one head per call; depth by depth)
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import Config, Decoder  # noqa: E402
+from export import retie_lm_head  # noqa: E402
+from train import batch_at, lr_at  # noqa: E402
+
+TOPK = 10
+
+
+class ResBlock(nn.Module):
+    def __init__(self, d_in, d_out=None):
+        super().__init__()
+        d_out = d_out or d_in
+        self.w = nn.Linear(d_in, d_out)
+        nn.init.zeros_(self.w.weight)
+        nn.init.zeros_(self.w.bias)
+        self.res = nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out, bias=False)
+
+    def forward(self, x):
+        return self.res(x) + F.silu(self.w(x))
+
+
+class MedusaHeads(nn.Module):
+    def __init__(self, d, n_heads):
+        super().__init__()
+        self.blocks = nn.ModuleList([ResBlock(d) for _ in range(n_heads)])
+
+    def forward(self, h):                          # h [..., D] -> [..., K, D]
+        return torch.stack([b(h) for b in self.blocks], dim=-2)
+
+
+class HydraHeads(nn.Module):
+    def __init__(self, d, n_heads):
+        super().__init__()
+        self.first = nn.ModuleList([ResBlock((i + 2) * d, d) for i in range(n_heads)])
+        self.second = nn.ModuleList([ResBlock(d) for _ in range(n_heads)])
+        for blk in self.first:  # start as "the hidden state" so training begins at Medusa's point
+            with torch.no_grad():
+                blk.res.weight.zero_()
+                blk.res.weight[:, :d] = torch.eye(d)
+
+    def head(self, i, h, path_emb):                # h [..., D], path_emb [..., i+1, D]
+        x = torch.cat([h] + [path_emb[..., j, :] for j in range(i + 1)], dim=-1)
+        return self.second[i](self.first[i](x))
+
+
+def load_target(work):
+    ck = torch.load(os.path.join(work, "target.pt"), map_location="cpu")
+    cfg = Config(**ck["config"])
+    m = Decoder(cfg)
+    m.load_state_dict(ck["model"])
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m, cfg
+
+
+def soft_ce(logits, teacher_p):
+    return -(teacher_p * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def head_losses(kind, heads, target, x, n_heads):
+    """Per-head loss and top-1/top-5 agreement with the target's argmax."""
+    with torch.no_grad():
+        logits, h, _, _ = target(x)
+        p = F.softmax(logits, dim=-1)              # [B, T, V]
+        emb = target.embed(x)                      # [B, T, D]
+    B, T, D = h.shape
+    W = target.embed.weight
+    losses, acc1, acc5 = [], [], []
+    for k in range(n_heads):
+        s = k + 2                                  # head k predicts t+s
+        n = T - s + 1                              # positions t = 0 .. T-s, teacher at t+s-1
+        if n <= 0:
+            break
+        if kind == "medusa":
+            z = heads.blocks[k](h[:, :n])
+        else:
+            # path tokens x_{t+1} .. x_{t+k+1} (root first)
+            path = torch.stack([emb[:, 1 + j:1 + j + n] for j in range(k + 1)], dim=-2)
+            z = heads.head(k, h[:, :n], path)
+        lg = F.linear(z, W)                        # tied, frozen LM head
+        teacher = p[:, s - 1:s - 1 + n]
+        losses.append(soft_ce(lg, teacher))
+        with torch.no_grad():
+            want = teacher.argmax(-1)
+            top = lg.topk(5, dim=-1).indices
+            acc1.append((top[..., 0] == want).float().mean().item())
+            acc5.append((top == want.unsqueeze(-1)).any(-1).float().mean().item())
+    return losses, acc1, acc5
+
+
+class MedusaExport(nn.Module):
+    def __init__(self, heads, W):
+        super().__init__()
+        self.heads = heads
+        self.W = nn.Parameter(W.clone(), requires_grad=False)
+
+    def forward(self, hidden):                     # [N, D]
+        z = self.heads(hidden)                     # [N, K, D]
+        N, K, D = z.shape
+        lp = F.log_softmax(F.linear(z.reshape(N * K, D), self.W), dim=-1)
+        v, i = torch.topk(lp, TOPK, dim=-1)
+        return i.view(N, K, TOPK), v.view(N, K, TOPK)
+
+
+class HydraHeadExport(nn.Module):
+    """One graph per head index (exported separately: the input width depends on the head)."""
+
+    def __init__(self, heads, i, W):
+        super().__init__()
+        self.heads, self.i = heads, i
+        self.W = nn.Parameter(W.clone(), requires_grad=False)
+
+    def forward(self, hidden, path_ids):           # [N, D], [N, i+1]
+        emb = F.embedding(path_ids, self.W)        # [N, i+1, D]
+        z = self.heads.head(self.i, hidden, emb)
+        lp = F.log_softmax(F.linear(z, self.W), dim=-1)
+        v, idx = torch.topk(lp, TOPK, dim=-1)
+        return idx, v
+
+
+EMBED_FILE = "embed.f32"
+
+
+def share_embedding(path, W):
+    """Re-tie the LM head to the embedding and store the embedding once, as external data in
+    heads/embed.f32 shared by every head graph (otherwise each file carries its own 4 MB copy)."""
+    mo = onnx.load(path)
+    if not any(i.name == "W" for i in mo.graph.initializer):  # only its folded transpose was kept
+        mo.graph.initializer.append(onnx.numpy_helper.from_array(W.numpy(), "W"))
+    retie_lm_head(mo, "W")
+    for init in mo.graph.initializer:
+        if init.name == "W":
+            init.ClearField("raw_data")
+            init.data_location = onnx.TensorProto.EXTERNAL
+            del init.external_data[:]
+            for k, v in (("location", EMBED_FILE), ("offset", "0"), ("length", str(W.numel() * 4))):
+                e = init.external_data.add()
+                e.key, e.value = k, v
+    onnx.save(mo, path)
+    W.numpy().astype("<f4").tofile(os.path.join(os.path.dirname(path), EMBED_FILE))
+    onnx.checker.check_model(path)
+
+
+def export_medusa(heads, W, path):
+    D = W.shape[1]
+    torch.onnx.export(MedusaExport(heads, W), (torch.randn(2, D),), path, input_names=["hidden"],
+                      output_names=["topk_ids", "topk_logprobs"], opset_version=17,
+                      dynamic_axes={"hidden": {0: "n"}, "topk_ids": {0: "n"}, "topk_logprobs": {0: "n"}})
+    share_embedding(path, W)
+
+
+def export_hydra(heads, W, n_heads, out_dir):
+    D = W.shape[1]
+    files = []
+    for i in range(n_heads):
+        path = os.path.join(out_dir, f"hydra_head{i}.onnx")
+        torch.onnx.export(HydraHeadExport(heads, i, W), (torch.randn(2, D), torch.zeros(2, i + 1, dtype=torch.int64)), path,
+                          input_names=["hidden", "path_ids"], output_names=["topk_ids", "topk_logprobs"], opset_version=17,
+                          dynamic_axes={"hidden": {0: "n"}, "path_ids": {0: "n"}, "topk_ids": {0: "n"}, "topk_logprobs": {0: "n"}})
+        share_embedding(path, W)
+        files.append(os.path.basename(path))
+    return files
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("work")
+    ap.add_argument("model_dir")
+    ap.add_argument("--kind", choices=["medusa", "hydra"], required=True)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=4321)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    target, cfg = load_target(a.work)
+    train = np.fromfile(os.path.join(a.work, "train.u16"), dtype=np.uint16)
+    valid = np.fromfile(os.path.join(a.work, "valid.u16"), dtype=np.uint16)
+    D = cfg.d_model
+    heads = MedusaHeads(D, a.heads) if a.kind == "medusa" else HydraHeads(D, a.heads)
+    opt = torch.optim.AdamW(heads.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    ckpt = os.path.join(a.work, f"{a.kind}.pt")
+    log_path = os.path.join(a.work, f"{a.kind}_log.jsonl")
+    step, elapsed = 0, 0.0
+    if os.path.exists(ckpt):
+        ck = torch.load(ckpt, map_location="cpu")
+        heads.load_state_dict(ck["heads"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed = ck["step"], ck["elapsed"]
+        print(f"[{a.kind}] resumed at step {step}", flush=True)
+    n_params = sum(p.numel() for p in heads.parameters())
+    print(f"[{a.kind}] {a.heads} heads, {n_params / 1e6:.3f} M parameters (+ the target's tied LM head), {a.steps} steps", flush=True)
+    weights = [0.8 ** k for k in range(a.heads)]
+    t_last = time.time()
+    while step < a.steps:
+        lr = lr_at(step, a.steps, a.lr, max(1, a.steps // 20))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, _ = batch_at(train, step, a.seed, a.batch, a.seq)
+        losses, acc1, _ = head_losses(a.kind, heads, target, x, a.heads)
+        loss = sum(w * l for w, l in zip(weights, losses))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)
+        opt.step()
+        step += 1
+        now = time.time()
+        elapsed += now - t_last
+        t_last = now
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "acc1": [round(v, 3) for v in acc1]}) + "\n")
+        if step % 10 == 0 or step == a.steps:
+            eta = (a.steps - step) * elapsed / step
+            print(f"[{a.kind}] step {step}/{a.steps} loss {loss.item():.3f} top1 {' '.join(f'{v:.2f}' for v in acc1)} eta {eta / 60:.1f} min", flush=True)
+        if step % 50 == 0 or step == a.steps:
+            torch.save({"heads": heads.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt)
+
+    # held-out accuracy (agreement with the target's own next-token argmax at each offset)
+    heads.eval()
+    acc1s, acc5s = np.zeros(a.heads), np.zeros(a.heads)
+    n = 0
+    with torch.no_grad():
+        for i in range(0, min(valid.size - a.seq - 1, 40 * a.seq), a.seq):
+            x = torch.from_numpy(valid[i:i + a.seq].astype(np.int64)).unsqueeze(0)
+            _, a1, a5 = head_losses(a.kind, heads, target, x, a.heads)
+            acc1s += np.array(a1)
+            acc5s += np.array(a5)
+            n += 1
+    acc1s, acc5s = acc1s / n, acc5s / n
+    out_dir = os.path.join(a.model_dir, "heads")
+    os.makedirs(out_dir, exist_ok=True)
+    W = target.embed.weight.detach()
+    if a.kind == "medusa":
+        export_medusa(heads, W, os.path.join(out_dir, "medusa.onnx"))
+        files = ["medusa.onnx", EMBED_FILE]
+    else:
+        files = export_hydra(heads, W, a.heads, out_dir) + [EMBED_FILE]
+    manifest = {
+        "kind": a.kind, "heads": a.heads, "topk": TOPK, "hidden": "last (post-final-norm)", "hidden_size": D,
+        "files": {f: os.path.getsize(os.path.join(out_dir, f)) for f in files},
+        "parameters": int(n_params), "lm_head": "tied to the target embedding (frozen)",
+        "training": {"steps": step, "seq": a.seq, "batch": a.batch, "lr": a.lr, "minutes": round(elapsed / 60, 1),
+                     "labels": "self-distillation: target softmax at the matching position"},
+        "heldout_top1": [round(float(v), 4) for v in acc1s], "heldout_top5": [round(float(v), 4) for v in acc5s],
+        "offsets": [f"t+{k + 2}" for k in range(a.heads)],
+    }
+    json.dump(manifest, open(os.path.join(out_dir, f"{a.kind}.json"), "w"), indent=2)
+    print(f"[{a.kind}] held-out top-1 {acc1s.round(3).tolist()} top-5 {acc5s.round(3).tolist()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+// The drafter conformance suite: every drafter, same checks, on the real default model.
+//   greedy: token-for-token identical to plain decoding across a varied prompt set and lengths
+//   sampling: the output distribution over a short horizon matches plain sampling (chi-square
+//   homogeneity test on many seeded samples)
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { LocalEngine } from '../../src/engine/index.ts';
+import { chiSquareCritical } from '../helpers/stats.ts';
+import { generate, PROMPTS, request, startEngine } from '../helpers/engine.ts';
+
+let engine: LocalEngine;
+before(async () => {
+  engine = await startEngine();
+});
+after(async () => {
+  await engine?.close();
+});
+
+const DRAFTERS = ['prompt-lookup', 'aded', 'medusa', 'hydra'];
+const prompts = Object.values(PROMPTS).flat();
+
+for (const drafter of DRAFTERS) {
+  describe(`drafter ${drafter}`, () => {
+    test('is available on the default model', () => {
+      const info = engine.drafters().find((d) => d.name === drafter);
+      assert.ok(info?.available, `${drafter} unavailable: ${info?.reason}`);
+    });
+
+    test('greedy output is token-for-token identical to plain decoding', async () => {
+      let drafted = 0;
+      let accepted = 0;
+      for (const [i, prompt] of prompts.entries()) {
+        const maxTokens = [16, 48, 96][i % 3];
+        const plain = await generate(engine, request(prompt, { maxTokens }));
+        const spec = await generate(engine, request(prompt, { maxTokens, speculative: { drafter, maxDraftTokens: 8 } }));
+        assert.deepEqual(spec.tokenIds, plain.tokenIds, `prompt ${i} (${JSON.stringify(prompt.slice(0, 30))}) diverged`);
+        assert.equal(spec.text, plain.text);
+        assert.equal(spec.finishReason, plain.finishReason);
+        drafted += spec.speculation!.draftTokens;
+        accepted += spec.speculation!.acceptedTokens;
+      }
+      // the suite only means something if drafts were actually verified and some accepted
+      assert.ok(drafted > 0 && accepted > 0, `drafted ${drafted}, accepted ${accepted}`);
+    });
+
+    test('with penalties and min_tokens greedy is still identical', async () => {
+      const sampling = { temperature: 0, topP: 1, topK: 0, presencePenalty: 0.5, frequencyPenalty: 0.3 };
+      for (const prompt of prompts.slice(0, 4)) {
+        const base = { maxTokens: 40, minTokens: 20, sampling };
+        const plain = await generate(engine, request(prompt, base));
+        const spec = await generate(engine, request(prompt, { ...base, speculative: { drafter } }));
+        assert.deepEqual(spec.tokenIds, plain.tokenIds);
+      }
+    });
+
+    test('sampling: output distribution matches plain sampling (chi-square)', async () => {
+      // a repetitive prompt so drafts are proposed and accepted at the sampled positions
+      const prompt = 'x = 1\ny = 2\nx = 1\ny = 2\nx = 1\ny = 2\nx = 1\ny';
+      const N = 500;
+      const sampling = (seed: number) => ({ temperature: 1, topP: 1, topK: 3, seed, presencePenalty: 0, frequencyPenalty: 0 });
+      const count = async (spec: string) => {
+        const m = new Map<string, number>();
+        let accepted = 0;
+        for (let i = 0; i < N; i++) {
+          const g = await generate(engine, request(prompt, { maxTokens: 4, ignoreEos: true, sampling: sampling(1000 + i), speculative: { drafter: spec } }));
+          const key = g.tokenIds.join(',');
+          m.set(key, (m.get(key) ?? 0) + 1);
+          accepted += g.speculation?.acceptedTokens ?? 0;
+        }
+        return { m, accepted };
+      };
+      const plain = await count('none');
+      const spec = await count(drafter);
+      assert.ok(spec.accepted > N / 4, `too few accepted drafts (${spec.accepted}) for the test to mean anything`);
+      const [stat, df] = homogeneity(plain.m, spec.m);
+      const crit = chiSquareCritical(df, 1e-3);
+      assert.ok(stat < crit, `chi-square ${stat.toFixed(1)} >= ${crit.toFixed(1)} (df ${df})`);
+    });
+
+    test('per-request state is released', async () => {
+      await generate(engine, request(prompts[0], { maxTokens: 8, speculative: { drafter } }));
+      // a fresh request after many must behave exactly like the first one (no leaked boosts)
+      const a = await generate(engine, request(prompts[1], { maxTokens: 24, speculative: { drafter } }));
+      for (const p of prompts) await generate(engine, request(p, { maxTokens: 16, speculative: { drafter } }));
+      const b = await generate(engine, request(prompts[1], { maxTokens: 24, speculative: { drafter } }));
+      assert.deepEqual(b.tokenIds, a.tokenIds);
+      assert.equal(b.speculation!.draftTokens, a.speculation!.draftTokens, 'draft behaviour changed: state leaked between requests');
+    });
+  });
+}
+
+/** Two-sample chi-square test of homogeneity, pooling categories with small expected counts. */
+function homogeneity(a: Map<string, number>, b: Map<string, number>): [number, number] {
+  const na = [...a.values()].reduce((x, y) => x + y, 0);
+  const nb = [...b.values()].reduce((x, y) => x + y, 0);
+  const keys = new Set([...a.keys(), ...b.keys()]);
+  let stat = 0;
+  let df = -1;
+  let poolA = 0;
+  let poolB = 0;
+  const term = (oa: number, ob: number) => {
+    const tot = oa + ob;
+    const ea = (tot * na) / (na + nb);
+    const eb = (tot * nb) / (na + nb);
+    return ((oa - ea) ** 2) / ea + ((ob - eb) ** 2) / eb;
+  };
+  for (const k of keys) {
+    const oa = a.get(k) ?? 0;
+    const ob = b.get(k) ?? 0;
+    if (oa + ob < 10) {
+      poolA += oa;
+      poolB += ob;
+      continue;
+    }
+    stat += term(oa, ob);
+    df++;
+  }
+  if (poolA + poolB > 0) {
+    stat += term(poolA, poolB);
+    df++;
+  }
+  return [stat, Math.max(df, 1)];
+}
