@@ -243,7 +243,7 @@ export class LocalEngine implements Engine {
       }
       for (;;) {
         const m = await ch.next();
-        if (m.type === 'error') throw new ApiError(m.code === 'unknown_drafter' ? 'unknown_drafter' : m.code, m.message);
+        if (m.type === 'error') throw workerError(m);
         if (m.type === 'prompt_logprobs') continue;
         if (m.type === 'tokens') {
           let text = '';
@@ -308,7 +308,7 @@ export class LocalEngine implements Engine {
     while (out.length < n) {
       const m = await ch.next();
       if (m.type === 'prompt_logprobs') out.push(...m.entries);
-      else if (m.type === 'error') throw new ApiError(m.code === 'unknown_drafter' ? 'unknown_drafter' : m.code, m.message);
+      else if (m.type === 'error') throw workerError(m);
       else early.push(m);
     }
     ch.unshift(early);
@@ -330,4 +330,11 @@ export class LocalEngine implements Engine {
       return r;
     });
   }
+}
+
+/** Seconds a client should wait after a 429 from a full queue or KV budget. */
+const QUEUE_RETRY_AFTER_S = 1;
+
+function workerError(m: Extract<FromWorker, { type: 'error' }>): ApiError {
+  return new ApiError(m.code, m.message, null, m.code === 'queue_full' ? QUEUE_RETRY_AFTER_S : undefined);
 }

@@ -64,9 +64,10 @@ export class Runner {
   static async create(cfg: ModelConfig, opts: RunnerOptions): Promise<Runner> {
     const base: ort.InferenceSession.SessionOptions = {
       graphOptimizationLevel: 'all',
-      intraOpNumThreads: opts.threads || undefined,
       interOpNumThreads: 1,
       executionMode: 'sequential',
+      // onnxruntime rejects an explicit undefined; leave the key out for its own default
+      ...(opts.threads > 0 ? { intraOpNumThreads: opts.threads } : {}),
     };
     const log = opts.log ?? (() => {});
     const cudaLib = cudaProviderLibrary();

@@ -401,17 +401,20 @@ export class Scheduler {
       const emitted = result.path.slice(1).map((n) => r.tokens[n]);
       emitted.push(result.bonus);
       const sourceLogits = result.path.map((n) => logitsAt(n));
+      const kept = this.accept(s, emitted, sourceLogits);
       if (drafted > 0) {
+        // tokens past EOS / max_tokens were verified but not emitted: they do not count as accepted
+        const acceptedKept = Math.min(acceptedN, kept);
         s.stats.draftSteps++;
         s.stats.draftTokens += drafted;
+        s.stats.acceptedTokens += acceptedKept;
         this.adapt(s, acceptedN, drafted);
-        const positions: number[] = [];
-        for (let i = 0; i < acceptedN; i++) positions.push(i);
-        this.emit({ type: 'spec_step', drafter: s.drafter!.name, drafted, accepted: acceptedN, acceptedPositions: positions });
+        this.emit({
+          type: 'spec_step', drafter: s.req.drafter, drafted, accepted: acceptedKept,
+          acceptedPositions: Array.from({ length: acceptedKept }, (_, i) => i),
+        });
       }
-      const kept = this.accept(s, emitted, sourceLogits);
-      if (drafted > 0) s.stats.acceptedTokens += Math.min(acceptedN, kept);
-      s.drafter?.observe?.(s.req.id, emitted, acceptedN, drafted);
+      if (this.running.includes(s)) s.drafter?.observe?.(s.req.id, emitted, acceptedN, drafted);
     });
   }
 

@@ -4,6 +4,7 @@ import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { ApiError } from '../errors.ts';
 import type { ChatMessage } from './types.ts';
 
 export class TextCodec {
@@ -43,7 +44,12 @@ export class TextCodec {
       // no template: plain role-prefixed transcript
       return messages.map((m) => `${m.role}: ${m.content}\n`).join('') + 'assistant: ';
     }
-    return this.template.render({ messages, add_generation_prompt: true, ...this.specials });
+    try {
+      return this.template.render({ messages, add_generation_prompt: true, ...this.specials });
+    } catch (err) {
+      // the model's template rejects this conversation (e.g. roles that must alternate)
+      throw new ApiError('invalid_request', `chat template: ${(err as Error).message}`, 'messages');
+    }
   }
 }
 

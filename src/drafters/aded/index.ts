@@ -106,13 +106,14 @@ export class AdedDrafter implements Drafter {
     const st = this.state(ctx.seqId);
     // adapt: the whole prompt once, then the recent window every step
     const from = st.seenPrompt ? Math.max(0, toks.length - ADED_WINDOW) : 0;
-    for (let i = from; i + 2 < toks.length + 0; i++) this.boost(st, toks[i], toks[i + 1], toks[i + 2]);
+    for (let i = from; i + 2 < toks.length; i++) this.boost(st, toks[i], toks[i + 1], toks[i + 2]);
     st.seenPrompt = true;
     st.steps++;
     const root: Node = { token: toks[toks.length - 1], a: toks[toks.length - 2], prior: 1, visits: 0, value: 0, depth: 0, parent: null, children: null };
-    const rng = new Rng(0x5eed ^ (ctx.seqId * 2654435761) ^ st.steps);
+    // rollouts depend on the request's own history only: identical requests draft identically
+    const rng = new Rng(0x5eed + st.steps * 7919 + toks[toks.length - 1]);
     for (let it = 0; it < ADED_ITERATIONS; it++) this.iterate(st, root, rng);
-    return this.extract(st, root, ctx.maxNodes);
+    return this.extract(root, ctx.maxNodes);
   }
 
   private expand(st: RequestState, n: Node): Node[] {
@@ -175,7 +176,7 @@ export class AdedDrafter implements Drafter {
 
   /** The most visited nodes (visits never exceed the parent's, so the set is ancestor-closed),
    *  in breadth-first order. */
-  private extract(st: RequestState, root: Node, maxNodes: number): DraftTree | null {
+  private extract(root: Node, maxNodes: number): DraftTree | null {
     const all: Node[] = [];
     const queue: Node[] = [root];
     while (queue.length) {

@@ -27,7 +27,7 @@ export function loadManifest(modelDir: string, kind: 'medusa' | 'hydra'): HeadsM
 
 export async function headSession(file: string, threads: number): Promise<ort.InferenceSession> {
   if (!existsSync(file)) throw new DrafterUnavailable(`missing ${file}`);
-  return ort.InferenceSession.create(file, { intraOpNumThreads: threads || undefined, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
+  return ort.InferenceSession.create(file, { interOpNumThreads: 1, graphOptimizationLevel: 'all', ...(threads > 0 ? { intraOpNumThreads: threads } : {}) });
 }
 
 export class MedusaDrafter implements Drafter {

@@ -1,0 +1,60 @@
+// Engine-side Prometheus metrics (the server's own live in src/server/metrics.ts): acceptance per
+// draft position, KV cache accounting. Registered into the server's registry.
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { KvStats } from '../kvcache/paged.ts';
+import type { EngineHooks } from './engine.ts';
+
+export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log']): EngineHooks {
+  const registers = [registry];
+  const perPos = new Counter({
+    name: 'specserve_spec_decode_num_accepted_tokens_per_pos_total',
+    help: 'Accepted draft tokens by position along the accepted path (0 = first draft token)',
+    labelNames: ['drafter', 'position'] as const,
+    registers,
+  });
+  let kv: KvStats | null = null;
+  new Gauge({
+    name: 'specserve_kv_cache_bytes',
+    help: 'KV cache bytes by tier (fp32 = in use at full precision, free = budget not in use)',
+    labelNames: ['tier'] as const,
+    registers,
+    collect() {
+      if (!kv) return;
+      this.set({ tier: 'fp32' }, kv.bytesInUse);
+      this.set({ tier: 'free' }, kv.bytesTotal - kv.bytesInUse);
+    },
+  });
+  new Gauge({
+    name: 'specserve_kv_cache_tokens',
+    help: 'Committed tokens held in the KV cache',
+    registers,
+    collect() {
+      if (kv) this.set(kv.tokens);
+    },
+  });
+  new Gauge({
+    name: 'specserve_kv_cache_blocks_free',
+    help: 'Free KV cache blocks',
+    registers,
+    collect() {
+      if (kv) this.set(kv.blocksFree);
+    },
+  });
+  new Gauge({
+    name: 'specserve_kv_cache_sequences',
+    help: 'Sequences holding KV cache blocks',
+    registers,
+    collect() {
+      if (kv) this.set(kv.sequences);
+    },
+  });
+  return {
+    log,
+    onSpecStep(m) {
+      for (const p of m.acceptedPositions) perPos.inc({ drafter: m.drafter, position: String(p) });
+    },
+    onLoad(_running, _waiting, stats) {
+      kv = stats;
+    },
+  };
+}

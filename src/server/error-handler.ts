@@ -1,0 +1,52 @@
+// Every error response goes through here, shaped by the one table in src/errors.ts. Fastify's own
+// errors (bad JSON, body limit, content type) are mapped onto table codes; anything unexpected is a
+// 500 `internal_error` whose details go to the log, never to the client.
+
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import { ApiError } from '../errors.ts';
+
+/** Seconds sent in Retry-After for a 429/503 whose ApiError does not say. */
+export const DEFAULT_RETRY_AFTER_S = 1;
+
+export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
+  reply.code(error.status);
+  if (error.status === 429 || error.status === 503) {
+    reply.header('retry-after', String(error.retryAfter ?? DEFAULT_RETRY_AFTER_S));
+  }
+  return reply.send(error.toJSON());
+}
+
+export function toApiError(error: unknown, bodyLimit: number): ApiError {
+  if (error instanceof ApiError) return error;
+  const fastifyError = error as Partial<FastifyError> | undefined;
+  switch (fastifyError?.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new ApiError('invalid_json');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new ApiError('invalid_json', 'Request body is empty but Content-Type is application/json');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ApiError('body_too_large', `Request body is larger than the limit of ${bodyLimit} bytes`);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new ApiError('unsupported_media_type', 'Unsupported Content-Type; send application/json');
+  }
+  // Other client errors fastify detects (bad Content-Length, malformed URL): their messages carry no internals.
+  const status = fastifyError?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500 && typeof fastifyError?.message === 'string') {
+    return new ApiError('invalid_request', fastifyError.message);
+  }
+  return new ApiError('internal_error');
+}
+
+export function registerErrorHandlers(app: FastifyInstance, bodyLimit: number): void {
+  app.setErrorHandler((error, request, reply) => {
+    const apiError = toApiError(error, bodyLimit);
+    if (apiError.status >= 500) request.log.error({ err: error }, `request failed: ${apiError.code}`);
+    else request.log.info({ code: apiError.code, param: apiError.param }, apiError.message);
+    return sendError(reply, apiError);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const url = request.url.length > 200 ? `${request.url.slice(0, 200)}…` : request.url;
+    return sendError(reply, new ApiError('not_found', `No route for ${request.method} ${url}`));
+  });
+}
