@@ -12,6 +12,7 @@ import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import type { TextRequest } from '../src/engine/types.ts';
 import { CHATS, PROMPTS, type Category } from './prompts.ts';
 import { mdTable, writeReport, type Chart } from './report.ts';
+import { kvBench } from './kv-bench.ts';
 import { serverThroughput } from './server-bench.ts';
 import { TransformersPeer } from './peer-transformers.ts';
 
@@ -27,6 +28,7 @@ const program = new Command()
   .option('--max-draft-tokens <n>', 'draft budget per step', (v) => parseInt(v, 10), 8)
   .option('--no-peer', 'skip transformers.js')
   .option('--no-server', 'skip the through-the-server measurement')
+  .option('--no-kv', 'skip the KV cache (fp32 vs SAQ) benchmark')
   .option('--out <dir>', 'results folder', path.join(ROOT, 'bench', 'results'));
 
 interface Cell {
@@ -117,6 +119,7 @@ async function main() {
 
   const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens) : null;
   await engine.close();
+  const kv = o.kv ? await kvBench(o.model, o.threads) : null;
 
   const tps = (c: Cell) => c.tokens / c.seconds;
   const rows: (string | number)[][] = [];
@@ -150,6 +153,16 @@ async function main() {
   if (server) {
     md += `\nServer overhead (plain, streaming through HTTP/SSE vs the engine directly, same prompts): server ${server.serverTps.toFixed(1)} tok/s, engine ${server.engineTps.toFixed(1)} tok/s, ratio ${(server.serverTps / server.engineTps).toFixed(3)}.\n`;
   }
+  if (kv) {
+    md += `\n#### KV cache: fp32 vs SAQ (${kv.contextTokens} tokens of context, ${kv.generated} generated, greedy)\n\n`;
+    md += `SAQ staircase: fp32 window ${kv.saq.config.window} tokens, stairs of ${kv.saq.config.step} tokens at ${kv.saq.config.bits.join(' → ')} bits (keys per channel, values per token, value groups of ${kv.saq.config.valueGroup}).\n\n`;
+    md += mdTable(['cache', 'KV bytes/token', 'KV bytes total', 'tokens/s', 'held-out perplexity'], [
+      ['fp32', kv.fp32.bytesPerToken.toFixed(0), kv.fp32.bytes, kv.fp32.tokensPerSecond.toFixed(1), kv.fp32.perplexity.toFixed(3)],
+      ['saq', kv.saq.bytesPerToken.toFixed(0), kv.saq.bytes, kv.saq.tokensPerSecond.toFixed(1), kv.saq.perplexity.toFixed(3)],
+    ]);
+    md += `\nSAQ / fp32 bytes: ${(kv.bytesRatio * 100).toFixed(1)}%; greedy agreement with fp32 over the first 256 generated tokens: ${(kv.greedyAgreement * 100).toFixed(1)}%` +
+      ` (first divergence at ${kv.firstDivergence ?? 'none'}); perplexity change ${(kv.perplexityChange * 100).toFixed(2)}%; 2,000-token sequences in ${kv.capacity2000.budgetBytes / 2 ** 20} MiB: fp32 ${kv.capacity2000.fp32}, SAQ ${kv.capacity2000.saq}.\n`;
+  }
   const charts: Chart[] = [
     {
       title: 'Speedup over plain decoding by category (batch 1, greedy)',
@@ -166,7 +179,7 @@ async function main() {
       yLabel: 'tokens / step',
     },
   ];
-  const files = writeReport(o.out, 'bench', { date, machine, options: o, results, server }, md, charts);
+  const files = writeReport(o.out, 'bench', { date, machine, options: o, results, server, kv }, md, charts);
   console.log('\n' + md);
   console.log(`wrote ${files.join(', ')}`);
 }

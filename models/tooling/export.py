@@ -178,6 +178,13 @@ def main():
            "hidden_shallow": [sh[0, p].tolist() for p in (0, 11, 23)],
            "greedy": seq[len(prompt):]}
     json.dump(ref, open(os.path.join(out, "reference.json"), "w"))
+
+    # a slice of held-out text (validation split) for perplexity / KV-cache benchmarks in Node
+    import bpe
+    merges = [tuple(m.split(" ")) for m in tok["model"]["merges"]]
+    text = bpe.Encoder(merges).decode([int(x) for x in data[:4000]])
+    with open(os.path.join(out, "heldout.txt"), "w") as f:
+        f.write(text)
     print(f"[export] done in {time.time() - t0:.0f}s", flush=True)
 
 

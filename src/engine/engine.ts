@@ -84,6 +84,7 @@ export class LocalEngine implements Engine {
       maxBatchSize: this.opts.maxBatchSize,
       maxQueuedRequests: this.opts.maxQueuedRequests,
       kvCacheBytes: this.opts.kvCacheBytes,
+      kvCache: this.opts.kvCache,
       prefillChunk: this.opts.prefillChunk,
     };
     const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });

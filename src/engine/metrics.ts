@@ -15,12 +15,12 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
   let kv: KvStats | null = null;
   new Gauge({
     name: 'specserve_kv_cache_bytes',
-    help: 'KV cache bytes by tier (fp32 = in use at full precision, free = budget not in use)',
+    help: 'KV cache bytes by tier (fp32 window, q8/q4/q2 quantized stairs, free = budget not in use)',
     labelNames: ['tier'] as const,
     registers,
     collect() {
       if (!kv) return;
-      this.set({ tier: 'fp32' }, kv.bytesInUse);
+      for (const tier of ['fp32', 'q8', 'q4', 'q2']) this.set({ tier }, kv.bytesByTier[tier] ?? 0);
       this.set({ tier: 'free' }, kv.bytesTotal - kv.bytesInUse);
     },
   });

@@ -12,6 +12,8 @@ export const ENGINE_DEFAULTS = {
   maxQueuedRequests: 256,
   /** KV cache budget in bytes. */
   kvCacheBytes: 512 * 1024 * 1024,
+  /** KV precision: 'fp32' keeps outputs exact; 'saq' quantizes older tokens in stairs (lossy). */
+  kvCache: 'fp32' as 'fp32' | 'saq',
   /** Drafter used when a request does not choose one ("none" = plain decoding). */
   defaultDrafter: 'none',
   /** Draft tokens verified per step when a request does not say. */

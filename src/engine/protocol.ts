@@ -73,5 +73,6 @@ export interface WorkerInit {
   maxBatchSize: number;
   maxQueuedRequests: number;
   kvCacheBytes: number;
+  kvCache: 'fp32' | 'saq';
   prefillChunk: number;
 }

@@ -3,7 +3,7 @@
 // main thread only sees token ids.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createDrafters } from '../drafters/index.ts';
-import { PagedKvCache } from '../kvcache/paged.ts';
+import { PagedKvCache, SAQ_DEFAULTS } from '../kvcache/paged.ts';
 import { loadModelConfig } from './model-config.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
 import { Runner } from './runner.ts';
@@ -20,7 +20,7 @@ async function main() {
     threads: init.threads,
     log: (message) => send({ type: 'log', level: 'info', message }),
   });
-  const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes);
+  const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes, 16, init.kvCache === 'saq' ? SAQ_DEFAULTS : null);
   const { drafters, info } = await createDrafters({ modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout, threads: init.threads });
   const sched = new Scheduler(cfg, runner, kv, drafters, init, send);
   let wake: (() => void) | null = null;

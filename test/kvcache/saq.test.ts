@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { PagedKvCache, type SaqOptions } from '../../src/kvcache/paged.ts';
+import { dequantize, quantize, requantize } from '../../src/kvcache/quant.ts';
+
+test('quantize/dequantize: every element within scale/2, per tier and mode', () => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom(8, 4, 2),
+      fc.constantFrom('channel' as const, 'token' as const),
+      fc.array(fc.float({ min: -8, max: 8, noNaN: true }), { minLength: 64 * 8, maxLength: 64 * 8 }),
+      (bits, mode, data) => {
+        const tokens = 64, channels = 8, group = mode === 'channel' ? 32 : 4;
+        const src = Float32Array.from(data);
+        const q = quantize(src, 0, tokens, channels, bits, mode, group);
+        const out = new Float32Array(src.length);
+        dequantize(q, out, 0);
+        for (let t = 0; t < tokens; t++)
+          for (let c = 0; c < channels; c++) {
+            const s = mode === 'channel' ? Math.floor(t / group) * channels + c : t * (channels / group) + Math.floor(c / group);
+            const err = Math.abs(out[t * channels + c] - src[t * channels + c]);
+            assert.ok(err <= q.scale[s] / 2 + 1e-5 * (1 + Math.abs(src[t * channels + c])), `err ${err} > scale/2 ${q.scale[s] / 2}`);
+          }
+        // codes are packed: bits per value, no padding beyond the last byte
+        assert.equal(q.codes.length, Math.ceil((tokens * channels * bits) / 8));
+      },
+    ),
+    { numRuns: 150 },
+  );
+});
+
+test('packing round trip: codes written are the codes read (extremes land exactly)', () => {
+  for (const bits of [8, 4, 2]) {
+    const levels = (1 << bits) - 1;
+    // one channel group holding exactly the levels 0..levels: must reconstruct exactly
+    const tokens = 256, channels = 4;
+    const src = Float32Array.from({ length: tokens * channels }, (_, i) => Math.floor(i / channels + i) % (levels + 1));
+    const q = quantize(src, 0, tokens, channels, bits, 'channel', tokens);
+    const out = new Float32Array(tokens * channels);
+    dequantize(q, out, 0);
+    for (let i = 0; i < src.length; i++) assert.ok(Math.abs(out[i] - src[i]) < 1e-4, `bits ${bits} value ${src[i]} -> ${out[i]}`);
+  }
+});
+
+test('requantize to fewer bits shrinks the codes and stays within the coarser bound', () => {
+  const src = Float32Array.from({ length: 64 * 16 }, (_, i) => Math.sin(i));
+  const q8 = quantize(src, 0, 64, 16, 8, 'channel', 64);
+  const q2 = requantize(q8, 2);
+  assert.equal(q2.codes.length * 4, q8.codes.length);
+  const out = new Float32Array(src.length);
+  dequantize(q2, out, 0);
+  for (let i = 0; i < src.length; i++) assert.ok(Math.abs(out[i] - src[i]) <= q2.scale[i % 16] / 2 + q8.scale[i % 16] / 2 + 1e-5);
+});
+
+const shape = { layers: 2, kvHeads: 2, headDim: 32 };
+const W = shape.kvHeads * shape.headDim;
+const saq: SaqOptions = { window: 32, step: 32, bits: [8, 4, 2], valueGroup: 32 };
+
+function rows(n: number, seed: number): Float32Array[] {
+  return Array.from({ length: shape.layers }, (_, l) => Float32Array.from({ length: n * W }, (_, i) => Math.sin(seed + l * 7 + i * 0.37)));
+}
+
+test('staircase: the fp32 window stays exact, stairs fall in bits with age, bytes shrink', () => {
+  const kv = new PagedKvCache(shape, 64 << 20, 16, saq);
+  const fp = new PagedKvCache(shape, 64 << 20, 16, null);
+  const all: Float32Array[][] = [];
+  for (let step = 0; step < 20; step++) {
+    const r = rows(16, step);
+    all.push(r);
+    assert.ok(kv.append(1, r, r, [...Array(16).keys()]));
+    fp.append(1, r, r, [...Array(16).keys()]);
+    const L = kv.length(1);
+    // quantization happens at commit only and never reaches the newest `window` tokens
+    const st = kv.stats();
+    const fpTokens = st.bytesByTier.fp32 / (kv.bytesPerToken);
+    assert.ok(fpTokens >= Math.min(L, saq.window), `fp32 window too small: ${fpTokens} of ${L}`);
+  }
+  const L = kv.length(1); // 320 tokens
+  const st = kv.stats();
+  assert.ok(st.bytesByTier.q2 > 0 && st.bytesByTier.q4 > 0 && st.bytesByTier.q8 > 0, JSON.stringify(st.bytesByTier));
+  assert.ok(st.bytesInUse < fp.stats().bytesInUse * 0.35, `SAQ ${st.bytesInUse} vs fp32 ${fp.stats().bytesInUse}`);
+  const outQ = [new Float32Array(L * W), new Float32Array(L * W)];
+  const outF = [new Float32Array(L * W), new Float32Array(L * W)];
+  kv.gather(1, outQ, outQ.map((a) => a.slice()), 0, L);
+  fp.gather(1, outF, outF.map((a) => a.slice()), 0, L);
+  // the newest `window` tokens are bit-exact; older ones are close and get coarser with age
+  const errAt = (from: number, to: number) => {
+    let m = 0;
+    for (let i = from * W; i < to * W; i++) m = Math.max(m, Math.abs(outQ[0][i] - outF[0][i]));
+    return m;
+  };
+  assert.equal(errAt(L - saq.window, L), 0);
+  const newest = errAt(L - saq.window - saq.step, L - saq.window); // q8
+  const oldest = errAt(0, saq.step); // q2
+  assert.ok(newest < 0.02, `q8 error ${newest}`);
+  assert.ok(oldest > newest && oldest < 1.0, `q2 error ${oldest}`);
+  kv.release(1);
+  assert.equal(kv.stats().bytesInUse, 0);
+});
+
+test('rollback works inside the fp32 window and refuses to cut into quantized stairs', () => {
+  const kv = new PagedKvCache(shape, 64 << 20, 16, saq);
+  const r = rows(100, 1);
+  kv.append(1, r, r, [...Array(100).keys()]);
+  const q = 100 - (kv.stats().bytesByTier.fp32 / kv.bytesPerToken); // tokens in stairs (block-rounded)
+  kv.truncate(1, 90);
+  assert.equal(kv.length(1), 90);
+  assert.throws(() => kv.truncate(1, 10), /quantized/);
+  assert.ok(q >= 0);
+});

@@ -1,0 +1,23 @@
+// The committed default model files: ONNX vs the torch reference written at build time, the two
+// exports against each other, prefill+decode vs one full forward, tree mask vs per-branch decoding.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { checkModel } from '../../models/tooling/check.ts';
+import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
+
+test('committed model files pass the build checks', async () => {
+  const results = await checkModel(DEFAULT_MODEL_DIR);
+  assert.ok(results.length >= 7);
+  for (const r of results) assert.ok(r.ok, `${r.name}: max abs err ${r.maxAbsErr} > ${r.tolerance}`);
+});
+
+test('the folder has everything npm start and the drafters need', () => {
+  for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/model.onnx', 'onnx/decoder_spec.onnx', 'aded/trigram.bin']) {
+    assert.ok(existsSync(path.join(DEFAULT_MODEL_DIR, f)), `missing ${f}`);
+  }
+  const cfg = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8'));
+  assert.equal(cfg.model_type, 'llama');
+  assert.ok(cfg.num_hidden_layers >= 6, 'deep enough for shallow-exit drafters');
+});
