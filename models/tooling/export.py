@@ -179,10 +179,34 @@ def main():
            "greedy": seq[len(prompt):]}
     json.dump(ref, open(os.path.join(out, "reference.json"), "w"))
 
-    # a slice of held-out text (validation split) for perplexity / KV-cache benchmarks in Node
+    # LANTERN neighbour sets, restricted to a whitelist of equivalence classes (methods.md §6): tokens
+    # that decode to the same text up to case and surrounding whitespace, never digits; each list is
+    # ordered by L2 distance in the target's embedding space
     import bpe
-    merges = [tuple(m.split(" ")) for m in tok["model"]["merges"]]
-    text = bpe.Encoder(merges).decode([int(x) for x in data[:4000]])
+    enc = bpe.Encoder([tuple(m.split(" ")) for m in tok["model"]["merges"]])
+    E = model.embed.weight.detach()
+    classes = {}
+    for t in range(cfg.vocab):
+        if t == eos:
+            continue
+        key = enc.decode([t]).strip().casefold()
+        if key and not any(ch.isdigit() for ch in key) and "\ufffd" not in key:
+            classes.setdefault(key, []).append(t)
+    neighbours = {}
+    for members in classes.values():
+        if len(members) < 2:
+            continue
+        for t in members:
+            others = [o for o in members if o != t]
+            others.sort(key=lambda o: float((E[o] - E[t]).pow(2).sum()))
+            neighbours[str(t)] = others
+    os.makedirs(os.path.join(out, "lantern"), exist_ok=True)
+    json.dump({"rule": "same text up to case and surrounding whitespace; no digits; sorted by embedding L2 distance",
+               "neighbours": neighbours}, open(os.path.join(out, "lantern", "neighbours.json"), "w"))
+    print(f"[export] LANTERN: {len(neighbours)} tokens have whitelisted neighbours", flush=True)
+
+    # a slice of held-out text (validation split) for perplexity / KV-cache benchmarks in Node
+    text = enc.decode([int(x) for x in data[:4000]])
     with open(os.path.join(out, "heldout.txt"), "w") as f:
         f.write(text)
     print(f"[export] done in {time.time() - t0:.0f}s", flush=True)

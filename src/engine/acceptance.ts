@@ -44,27 +44,54 @@ export function childrenOf(tree: VerifyTree): number[][] {
   return kids;
 }
 
-export function verifyGreedy(tree: VerifyTree, argmaxAt: (node: number) => number): VerifyResult {
+export function verifyGreedy(
+  tree: VerifyTree,
+  argmaxAt: (node: number) => number,
+  /** LANTERN greedy (lossy): a child also wins when it is the argmax of its own relaxed p̃. */
+  relaxed?: { distAt: (node: number) => Float64Array; relax: Relax; onRelaxed?: () => void },
+): VerifyResult {
   const kids = childrenOf(tree);
   const path = [0];
   let node = 0;
   for (;;) {
     const want = argmaxAt(node);
-    const next = kids[node].find((c) => tree.tokens[c] === want);
+    let next = kids[node].find((c) => tree.tokens[c] === want);
+    if (next === undefined && relaxed && kids[node].length) {
+      const p = relaxed.distAt(node);
+      next = kids[node].find((c) => {
+        const r = relaxed.relax(p, tree.tokens[c]);
+        return r.absorbed > 0 && argmax(r.p) === tree.tokens[c];
+      });
+      if (next !== undefined) relaxed.onRelaxed?.();
+    }
     if (next === undefined) return { path, bonus: want };
     path.push(next);
     node = next;
   }
 }
 
-export function verifySampled(tree: VerifyTree, distAt: (node: number) => Float64Array, rng: Rng): VerifyResult {
+/**
+ * Optional relaxation of the target distribution at a node, given its first draft child's token.
+ * Used only by the lossy LANTERN policy; without it every rule here is lossless.
+ */
+export type Relax = (p: Float64Array, firstChildToken: number) => { p: Float64Array; absorbed: number };
+
+export function verifySampled(tree: VerifyTree, distAt: (node: number) => Float64Array, rng: Rng, relax?: Relax, onRelaxed?: () => void): VerifyResult {
   const kids = childrenOf(tree);
   const V = tree.kind === 'sampled' ? requireProbs(tree) : 0;
   const path = [0];
   let node = 0;
   for (;;) {
     // copy: the residual updates must not leak into the caller's cached distribution
-    const p = Float64Array.from(distAt(node));
+    let p = Float64Array.from(distAt(node));
+    if (relax && kids[node].length) {
+      // sample exactly from p̃ (defined by the first child) instead of p: lossy, TV(p, p̃) <= delta
+      const r = relax(p, tree.tokens[kids[node][0]]);
+      if (r.absorbed > 0) {
+        p = Float64Array.from(r.p);
+        onRelaxed?.();
+      }
+    }
     let next = -1;
     for (const c of kids[node]) {
       const x = tree.tokens[c];

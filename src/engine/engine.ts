@@ -4,6 +4,7 @@ import { randomInt } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { ApiError } from '../errors.ts';
 import type { KvStats } from '../kvcache/paged.ts';
+import { LANTERN_DELTA, LANTERN_K } from './lantern.ts';
 import { loadModelConfig, type ModelConfig } from './model-config.ts';
 import type { EngineOptions } from './options.ts';
 import type { FromWorker, SeqRequest, WireLogprob, WorkerInfo, WorkerInit } from './protocol.ts';
@@ -181,9 +182,6 @@ export class LocalEngine implements Engine {
       const names = ['none', ...this.workerInfo.drafters.map((d) => d.name)].join(', ');
       throw new ApiError('unknown_drafter', `Unknown drafter "${drafter}"; available: ${names}`, 'speculative.drafter');
     }
-    if (spec?.acceptance === 'lantern') {
-      throw new ApiError('unsupported_parameter', 'LANTERN relaxed acceptance is not available in this build', 'speculative.acceptance');
-    }
     return { drafter, maxDraftTokens };
   }
 
@@ -218,6 +216,9 @@ export class LocalEngine implements Engine {
       promptLogprobs: req.echo && req.logprobs !== null,
       drafter,
       maxDraftTokens,
+      acceptance: req.speculative?.acceptance ?? 'lossless',
+      lanternK: req.speculative?.lanternK ?? LANTERN_K,
+      lanternDelta: req.speculative?.lanternDelta ?? LANTERN_DELTA,
       deadline: this.opts.requestTimeoutMs ? Date.now() + this.opts.requestTimeoutMs : 0,
     };
     const ch = new Channel();
@@ -289,6 +290,7 @@ export class LocalEngine implements Engine {
                   acceptedTokens: spec.acceptedTokens,
                   meanAcceptanceLength: spec.decodeSteps ? (m.completionTokens - 1) / spec.decodeSteps : 1,
                   fallback: spec.fallback,
+                  lossy: spec.lantern ? { policy: 'lantern', ...spec.lantern } : undefined,
                 }
               : undefined,
           };

@@ -16,6 +16,10 @@ export interface SeqRequest {
   /** Drafter name or 'none'. */
   drafter: string;
   maxDraftTokens: number;
+  /** 'lantern' = the opt-in lossy relaxed acceptance (methods.md §6). */
+  acceptance: 'lossless' | 'lantern';
+  lanternK: number;
+  lanternDelta: number;
   /** Absolute deadline (ms since epoch), 0 = none. */
   deadline: number;
 }
@@ -35,6 +39,8 @@ export interface WireSpecStats {
   /** Target forwards this request took part in after prefill. */
   decodeSteps: number;
   fallback?: string;
+  /** Set when the LANTERN policy was used: how many steps it relaxed. */
+  lantern?: { k: number; delta: number; relaxedSteps: number };
 }
 
 export type ToWorker =

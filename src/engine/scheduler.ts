@@ -9,7 +9,8 @@
 //     accepted tokens + the bonus token (the next root, not cached until the next step)
 import type { Drafter, DraftTree } from '../drafters/Drafter.ts';
 import type { PagedKvCache } from '../kvcache/paged.ts';
-import { verifyGreedy, verifySampled, type VerifyTree } from './acceptance.ts';
+import { verifyGreedy, verifySampled, type Relax, type VerifyTree } from './acceptance.ts';
+import { relax, type LanternNeighbours } from './lantern.ts';
 import type { FromWorker, SeqRequest, WireLogprob } from './protocol.ts';
 import type { ForwardInput, ForwardOutput } from './runner.ts';
 import { argmax, logSoftmax, penalize, Rng, sampleFrom, topN, warp, type TokenCounts } from './sampling.ts';
@@ -50,7 +51,9 @@ interface Seq {
   rng: Rng;
   drafter?: Drafter;
   draftBudget: number;
-  stats: { draftSteps: number; draftTokens: number; acceptedTokens: number; decodeSteps: number; fallback?: string };
+  stats: { draftSteps: number; draftTokens: number; acceptedTokens: number; decodeSteps: number; relaxedSteps: number; fallback?: string };
+  /** The LANTERN relaxation for this request (lossy, opt-in), or undefined. */
+  relax?: Relax;
   cancelled: boolean;
   /** Post-norm hidden state of the last committed row (for drafters that need it). */
   hidden?: Float32Array;
@@ -81,6 +84,7 @@ export class Scheduler {
     private readonly drafters: Map<string, Drafter>,
     private readonly opts: SchedulerOptions,
     private readonly emit: (msg: FromWorker) => void,
+    private readonly lantern: LanternNeighbours | null = null,
   ) {
     this.eos = new Set(model.eosTokenIds);
   }
@@ -100,6 +104,13 @@ export class Scheduler {
     }
     let drafter: Drafter | undefined;
     let fallback: string | undefined;
+    let relaxFn: Relax | undefined;
+    if (req.acceptance === 'lantern') {
+      const neighbours = this.lantern;
+      const params = { k: req.lanternK, delta: req.lanternDelta };
+      if (neighbours) relaxFn = (p, x) => relax(p, x, neighbours.get(x), params);
+      else fallback = 'LANTERN needs lantern/neighbours.json in the model folder; decoding losslessly';
+    }
     if (req.drafter !== 'none') {
       drafter = this.drafters.get(req.drafter);
       if (!drafter) fallback = `drafter ${req.drafter} is not available on this model`;
@@ -114,7 +125,8 @@ export class Scheduler {
       rng: new Rng(req.sampling.seed),
       drafter,
       draftBudget: req.maxDraftTokens,
-      stats: { draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, fallback },
+      stats: { draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, relaxedSteps: 0, fallback },
+      relax: relaxFn,
       cancelled: false,
     });
   }
@@ -391,10 +403,15 @@ export class Scheduler {
         return c;
       };
       const depthGenerated = (node: number) => s.generated + r.depth[node];
+      const onRelaxed = () => s.stats.relaxedSteps++;
       const result =
         s.req.sampling.temperature === 0
-          ? verifyGreedy(vt, (node) => this.greedyToken(s, logitsAt(node), countsAt(node), depthGenerated(node)))
-          : verifySampled(vt, (node) => this.dist(s, logitsAt(node), countsAt(node), depthGenerated(node)), s.rng);
+          ? verifyGreedy(
+              vt,
+              (node) => this.greedyToken(s, logitsAt(node), countsAt(node), depthGenerated(node)),
+              s.relax && { relax: s.relax, onRelaxed, distAt: (node) => this.dist(s, logitsAt(node), countsAt(node), depthGenerated(node), 1) },
+            )
+          : verifySampled(vt, (node) => this.dist(s, logitsAt(node), countsAt(node), depthGenerated(node)), s.rng, s.relax, onRelaxed);
       const drafted = r.tokens.length - 1;
       const acceptedN = result.path.length - 1;
       commit(result.path);
@@ -437,13 +454,16 @@ export class Scheduler {
     return argmax(y);
   }
 
-  private dist(s: Seq, logits: Float32Array, counts: TokenCounts, generated: number): Float64Array {
+  /** The distribution plain sampling would draw from; `temperature` overrides for LANTERN greedy,
+   *  which needs the target's soft distribution (temperature 1) rather than the one-hot argmax. */
+  private dist(s: Seq, logits: Float32Array, counts: TokenCounts, generated: number, temperature?: number): Float64Array {
     let x = logits;
     if (this.maskEos(s, generated)) {
       x = Float32Array.from(logits);
       for (const e of this.eos) x[e] = -Infinity;
     }
-    return warp(x, s.req.sampling, counts);
+    const params = temperature === undefined ? s.req.sampling : { ...s.req.sampling, temperature, topK: 0, topP: 1 };
+    return warp(x, params, counts);
   }
 
   private choose(s: Seq, logits: Float32Array, depth: number): number {
@@ -507,7 +527,11 @@ export class Scheduler {
         completionTokens: s.generated,
         spec:
           s.req.drafter !== 'none'
-            ? { drafter: s.req.drafter, draftSteps: st.draftSteps, draftTokens: st.draftTokens, acceptedTokens: st.acceptedTokens, decodeSteps: st.decodeSteps, fallback: st.fallback }
+            ? {
+                drafter: s.req.drafter, draftSteps: st.draftSteps, draftTokens: st.draftTokens, acceptedTokens: st.acceptedTokens,
+                decodeSteps: st.decodeSteps, fallback: st.fallback,
+                lantern: s.relax ? { k: s.req.lanternK, delta: s.req.lanternDelta, relaxedSteps: st.relaxedSteps } : undefined,
+              }
             : undefined,
       });
     }

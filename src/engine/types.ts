@@ -74,7 +74,7 @@ export interface SpeculationStats {
   /** Tokens emitted per target forward, including the bonus token (1.0 = no gain). */
   meanAcceptanceLength: number;
   /** Set when a lossy policy decided any acceptance. */
-  lossy?: { policy: 'lantern'; k: number; delta: number };
+  lossy?: { policy: 'lantern'; k: number; delta: number; relaxedSteps: number };
   /** Why the request ran without speculation, when it asked for it and could not have it. */
   fallback?: string;
 }

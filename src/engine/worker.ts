@@ -4,6 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createDrafters } from '../drafters/index.ts';
 import { PagedKvCache, SAQ_DEFAULTS } from '../kvcache/paged.ts';
+import { LanternNeighbours } from './lantern.ts';
 import { loadModelConfig } from './model-config.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
 import { Runner } from './runner.ts';
@@ -22,7 +23,7 @@ async function main() {
   });
   const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes, 16, init.kvCache === 'saq' ? SAQ_DEFAULTS : null);
   const { drafters, info } = await createDrafters({ modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout, threads: init.threads });
-  const sched = new Scheduler(cfg, runner, kv, drafters, init, send);
+  const sched = new Scheduler(cfg, runner, kv, drafters, init, send, LanternNeighbours.load(cfg.dir));
   let wake: (() => void) | null = null;
   let stopping = false;
   port.on('message', (m: ToWorker) => {

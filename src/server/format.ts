@@ -60,7 +60,7 @@ export function speculativeWire(index: number, stats: SpeculationStats): Specula
     accepted_tokens: stats.acceptedTokens,
     mean_acceptance_length: stats.meanAcceptanceLength,
     acceptance: stats.lossy ? 'lantern' : 'lossless',
-    ...(stats.lossy ? { lossy: { ...stats.lossy } } : {}),
+    ...(stats.lossy ? { lossy: { policy: stats.lossy.policy, k: stats.lossy.k, delta: stats.lossy.delta, relaxed_steps: stats.lossy.relaxedSteps } } : {}),
     ...(stats.fallback ? { fallback: stats.fallback } : {}),
   };
 }

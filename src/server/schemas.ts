@@ -181,7 +181,8 @@ export const speculativeStatsSchema = z.object({
   mean_acceptance_length: z.number(),
   /** "lantern" means a lossy policy decided at least one acceptance. */
   acceptance: z.enum(['lossless', 'lantern']),
-  lossy: z.object({ policy: z.literal('lantern'), k: z.number(), delta: z.number() }).optional(),
+  /** Present when the lossy LANTERN policy was used; `relaxed_steps` counts acceptances it relaxed. */
+  lossy: z.object({ policy: z.literal('lantern'), k: z.number(), delta: z.number(), relaxed_steps: z.number().int() }).optional(),
   /** Why the request ran without speculation when it asked for it. */
   fallback: z.string().optional(),
 });

@@ -81,6 +81,20 @@ describe('openai client against the real model', () => {
     assert.ok((await metric(server.url, 'specserve_spec_decode_num_draft_tokens_total')) > 0);
   });
 
+  test('LANTERN is used only when asked for, and the response says so', async () => {
+    const prompt = 'The json module provides The JSON Module and the json module';
+    const lossless = await post('/v1/completions', { model: MODEL, prompt, max_tokens: 32, temperature: 0, speculative: { drafter: 'aded' } });
+    assert.equal(lossless.body.speculative[0].acceptance, 'lossless');
+    assert.equal(lossless.body.speculative[0].lossy, undefined);
+    const lossy = await post('/v1/completions', {
+      model: MODEL, prompt, max_tokens: 32, temperature: 0, speculative: { drafter: 'aded', acceptance: 'lantern', lantern_k: 4, lantern_delta: 0.2 },
+    });
+    assert.equal(lossy.status, 200);
+    assert.equal(lossy.body.speculative[0].acceptance, 'lantern');
+    assert.deepEqual(Object.keys(lossy.body.speculative[0].lossy).sort(), ['delta', 'k', 'policy', 'relaxed_steps']);
+    assert.equal(lossy.body.speculative[0].lossy.delta, 0.2);
+  });
+
   test('logprobs and echo with max_tokens 0 score a prompt', async () => {
     const res = await post('/v1/completions', { model: MODEL, prompt: 'import os\nimport sys\n', max_tokens: 0, echo: true, logprobs: 2 });
     assert.equal(res.status, 200);

@@ -154,12 +154,12 @@ describe('POST /v1/completions', () => {
       draftTokens: 2,
       acceptedTokens: 2,
       meanAcceptanceLength: 3,
-      lossy: { policy: 'lantern' as const, k: 4, delta: 0.1 },
+      lossy: { policy: 'lantern' as const, k: 4, delta: 0.1, relaxedSteps: 1 },
     };
     const { app } = await makeApp({ fake: { speculation } });
     const res = await post(app, '/v1/completions', completion({ speculative: { drafter: 'hydra', acceptance: 'lantern' } }));
     assert.equal(res.json().speculative[0].acceptance, 'lantern');
-    assert.deepEqual(res.json().speculative[0].lossy, { policy: 'lantern', k: 4, delta: 0.1 });
+    assert.deepEqual(res.json().speculative[0].lossy, { policy: 'lantern', k: 4, delta: 0.1, relaxed_steps: 1 });
   });
 
   test('speculative without drafter uses the default; unknown drafter is 400 unknown_drafter', async () => {
