@@ -26,7 +26,8 @@ export function writeReport(dir: string, name: string, data: unknown, markdown: 
 }
 
 function renderHtml(title: string, markdown: string, charts: Chart[]): string {
-  const lib = readFileSync(require.resolve('chart.js/dist/chart.umd.min.js'), 'utf8');
+  // chart.js's exports map hides dist/; its main entry lives in the same folder
+  const lib = readFileSync(path.join(path.dirname(require.resolve('chart.js')), 'chart.umd.min.js'), 'utf8');
   const palette = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7'];
   const canvases = charts.map((_, i) => `<div class="chart"><canvas id="c${i}"></canvas></div>`).join('\n');
   const configs = charts.map((c) => ({

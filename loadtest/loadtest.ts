@@ -21,6 +21,7 @@ const HOST = '127.0.0.1';
 const program = new Command()
   .name('loadtest')
   .option('--port <n>', 'port for the server under test', (v) => parseInt(v, 10), 8765)
+  .option('--model <dir>', 'model folder', path.join(ROOT, 'models', 'specserve-tiny'))
   .option('--concurrency <list>', 'concurrency levels', '1,4,16,32')
   .option('--requests-per-client <n>', 'streaming requests each client sends per level', (v) => parseInt(v, 10), 3)
   .option('--max-tokens <n>', 'tokens per request', (v) => parseInt(v, 10), 64)
@@ -35,13 +36,13 @@ interface StreamStats {
   seconds: number;
 }
 
-async function streamOne(base: string, prompt: string, maxTokens: number, drafter: string): Promise<StreamStats> {
+async function streamOne(base: string, model: string, prompt: string, maxTokens: number, drafter: string): Promise<StreamStats> {
   const t0 = performance.now();
   const res = await fetch(`${base}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
-      model: 'specserve-tiny', prompt, max_tokens: maxTokens, temperature: 0, stream: true,
+      model, prompt, max_tokens: maxTokens, temperature: 0, stream: true,
       stream_options: { include_usage: true }, ignore_eos: true, speculative: { drafter },
     }),
   });
@@ -85,8 +86,8 @@ function percentile(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-async function startServer(port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli.ts'), '--port', String(port), '--host', HOST, '--log-level', 'warn'], {
+async function startServer(port: number, model: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli.ts'), '--port', String(port), '--host', HOST, '--model', model, '--log-level', 'warn'], {
     cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'],
   });
   const deadline = Date.now() + 60_000;
@@ -107,7 +108,8 @@ async function main() {
   const o = program.parse().opts();
   const levels = String(o.concurrency).split(',').map(Number);
   const base = `http://${HOST}:${o.port}`;
-  const server = await startServer(o.port);
+  const server = await startServer(o.port, o.model);
+  const modelId = path.basename(o.model);
   const prompts = Object.values(PROMPTS).flat();
   const results: Record<string, Record<number, Record<string, number>>> = {};
   try {
@@ -124,7 +126,7 @@ async function main() {
         await Promise.all(
           Array.from({ length: c }, async (_, client) => {
             for (let i = 0; i < o.requestsPerClient; i++) {
-              all.push(await streamOne(base, prompts[(client + i) % prompts.length], o.maxTokens, mode));
+              all.push(await streamOne(base, modelId, prompts[(client + i) % prompts.length], o.maxTokens, mode));
               bar.increment(1, { mode, c });
             }
           }),
@@ -154,7 +156,7 @@ async function main() {
       url: `${base}/v1/completions`,
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'specserve-tiny', prompt: prompts[0], max_tokens: 16, temperature: 0 }),
+      body: JSON.stringify({ model: modelId, prompt: prompts[0], max_tokens: 16, temperature: 0 }),
       connections: 4,
       duration: o.autocannonSeconds,
     });

@@ -21,8 +21,6 @@ export interface DrafterEnv {
   modelDir: string;
   vocabSize: number;
   layout: 'speculative' | 'optimum';
-  /** onnxruntime threads for drafter graphs. */
-  threads: number;
 }
 
 export async function createDrafter(name: DrafterName, env: DrafterEnv): Promise<Drafter> {

@@ -16,6 +16,9 @@ import type { ForwardInput, ForwardOutput } from './runner.ts';
 import { argmax, logSoftmax, penalize, Rng, sampleFrom, topN, warp, type TokenCounts } from './sampling.ts';
 
 const NEG = -1e9;
+/** Steps drafting pauses after a failed single-token probe, doubling up to the max. */
+const DRAFT_BACKOFF_MIN = 2;
+const DRAFT_BACKOFF_MAX = 16;
 
 export interface ForwardFn {
   readonly layout: 'speculative' | 'optimum';
@@ -51,6 +54,10 @@ interface Seq {
   rng: Rng;
   drafter?: Drafter;
   draftBudget: number;
+  /** Decode steps left before drafting is tried again (speculation paused while it does not pay). */
+  draftPause: number;
+  /** Next pause length; doubles each time a probe fails. */
+  draftBackoff: number;
   stats: { draftSteps: number; draftTokens: number; acceptedTokens: number; decodeSteps: number; relaxedSteps: number; fallback?: string };
   /** The LANTERN relaxation for this request (lossy, opt-in), or undefined. */
   relax?: Relax;
@@ -125,6 +132,8 @@ export class Scheduler {
       rng: new Rng(req.sampling.seed),
       drafter,
       draftBudget: req.maxDraftTokens,
+      draftPause: 0,
+      draftBackoff: DRAFT_BACKOFF_MIN,
       stats: { draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, relaxedSteps: 0, fallback },
       relax: relaxFn,
       cancelled: false,
@@ -218,7 +227,8 @@ export class Scheduler {
       } else {
         const row: Row = { seq: s, tokens: [s.root], parents: [-1], depth: [0], kind: 'decode' };
         rows.push(row);
-        if (s.drafter) {
+        if (s.drafter && s.draftPause > 0) s.draftPause--;
+        else if (s.drafter) {
           const L = this.kv.length(s.req.id);
           const room = Math.min(
             s.draftBudget,
@@ -435,11 +445,24 @@ export class Scheduler {
     });
   }
 
-  /** Per-sequence draft budget: shrink when drafts keep failing, grow back when they land. */
+  /**
+   * Per-sequence draft budget: halve it when a draft is rejected outright, double it when at least
+   * half lands. A rejected single-token draft pauses drafting for a while (doubling up to
+   * DRAFT_BACKOFF_MAX steps), so a sequence the drafter cannot predict decodes at plain speed and
+   * is probed again now and then.
+   */
   private adapt(s: Seq, accepted: number, drafted: number): void {
     const max = s.req.maxDraftTokens;
-    if (accepted === 0) s.draftBudget = Math.max(1, Math.floor(s.draftBudget / 2));
-    else if (accepted * 2 >= drafted) s.draftBudget = Math.min(max, s.draftBudget * 2);
+    if (accepted === 0) {
+      if (s.draftBudget === 1) {
+        s.draftPause = s.draftBackoff;
+        s.draftBackoff = Math.min(DRAFT_BACKOFF_MAX, s.draftBackoff * 2);
+      }
+      s.draftBudget = Math.max(1, Math.floor(s.draftBudget / 2));
+    } else {
+      s.draftBackoff = DRAFT_BACKOFF_MIN;
+      if (accepted * 2 >= drafted) s.draftBudget = Math.min(max, s.draftBudget * 2);
+    }
   }
 
   private maskEos(s: Seq, generated: number): boolean {

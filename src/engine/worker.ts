@@ -22,7 +22,7 @@ async function main() {
     log: (message) => send({ type: 'log', level: 'info', message }),
   });
   const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes, 16, init.kvCache === 'saq' ? SAQ_DEFAULTS : null);
-  const { drafters, info } = await createDrafters({ modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout, threads: init.threads });
+  const { drafters, info } = await createDrafters({ modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout });
   const sched = new Scheduler(cfg, runner, kv, drafters, init, send, LanternNeighbours.load(cfg.dir));
   let wake: (() => void) | null = null;
   let stopping = false;

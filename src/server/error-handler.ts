@@ -40,7 +40,9 @@ export function toApiError(error: unknown, bodyLimit: number): ApiError {
 export function registerErrorHandlers(app: FastifyInstance, bodyLimit: number): void {
   app.setErrorHandler((error, request, reply) => {
     const apiError = toApiError(error, bodyLimit);
-    if (apiError.status >= 500) request.log.error({ err: error }, `request failed: ${apiError.code}`);
+    // real faults get the stack; expected refusals (loading, draining, overloaded, 4xx) one line
+    if (apiError.status === 500) request.log.error({ err: error }, `request failed: ${apiError.code}`);
+    else if (apiError.status >= 500) request.log.warn({ code: apiError.code }, apiError.message);
     else request.log.info({ code: apiError.code, param: apiError.param }, apiError.message);
     return sendError(reply, apiError);
   });

@@ -30,10 +30,10 @@ export class HydraDrafter implements Drafter {
     private readonly manifest: HeadsManifest,
   ) {}
 
-  static async load(env: { modelDir: string; threads: number }): Promise<HydraDrafter> {
+  static async load(env: { modelDir: string }): Promise<HydraDrafter> {
     const manifest = loadManifest(env.modelDir, 'hydra');
     const sessions: ort.InferenceSession[] = [];
-    for (let i = 0; i < manifest.heads; i++) sessions.push(await headSession(path.join(env.modelDir, 'heads', `hydra_head${i}.onnx`), env.threads));
+    for (let i = 0; i < manifest.heads; i++) sessions.push(await headSession(path.join(env.modelDir, 'heads', `hydra_head${i}.onnx`)));
     return new HydraDrafter(sessions, manifest);
   }
 

@@ -25,9 +25,11 @@ export function loadManifest(modelDir: string, kind: 'medusa' | 'hydra'): HeadsM
   return JSON.parse(readFileSync(file, 'utf8'));
 }
 
-export async function headSession(file: string, threads: number): Promise<ort.InferenceSession> {
+/** Head graphs are tiny: one intra-op thread, so their idle thread pools cannot spin against the
+ *  target's (each onnxruntime session owns its own pool). */
+export async function headSession(file: string): Promise<ort.InferenceSession> {
   if (!existsSync(file)) throw new DrafterUnavailable(`missing ${file}`);
-  return ort.InferenceSession.create(file, { interOpNumThreads: 1, graphOptimizationLevel: 'all', ...(threads > 0 ? { intraOpNumThreads: threads } : {}) });
+  return ort.InferenceSession.create(file, { interOpNumThreads: 1, intraOpNumThreads: 1, graphOptimizationLevel: 'all' });
 }
 
 export class MedusaDrafter implements Drafter {
@@ -39,9 +41,9 @@ export class MedusaDrafter implements Drafter {
     private readonly manifest: HeadsManifest,
   ) {}
 
-  static async load(env: { modelDir: string; threads: number }): Promise<MedusaDrafter> {
+  static async load(env: { modelDir: string }): Promise<MedusaDrafter> {
     const manifest = loadManifest(env.modelDir, 'medusa');
-    return new MedusaDrafter(await headSession(path.join(env.modelDir, 'heads', 'medusa.onnx'), env.threads), manifest);
+    return new MedusaDrafter(await headSession(path.join(env.modelDir, 'heads', 'medusa.onnx')), manifest);
   }
 
   async propose(batch: readonly DraftContext[]): Promise<(DraftTree | null)[]> {
