@@ -18,6 +18,8 @@ export interface EngineHooks {
   /** Called for every verified draft step (metrics). */
   onSpecStep?: (m: Extract<FromWorker, { type: 'spec_step' }>) => void;
   onLoad?: (running: number, waiting: number, kv: KvStats) => void;
+  /** A request asked for a drafter (or policy) that could not run; it decoded plainly. */
+  onFallback?: (drafter: string, reason: string) => void;
 }
 
 /** Per-request channel from worker messages to the async iterator. */
@@ -277,6 +279,10 @@ export class LocalEngine implements Engine {
           if (tail) yield { type: 'text', text: tail, tokenIds: [] };
           finished = true;
           const spec = m.spec;
+          if (spec?.fallback) {
+            this.hooks.log?.('warn', `request ${id}: ${spec.fallback}`);
+            this.hooks.onFallback?.(spec.drafter, spec.fallback);
+          }
           yield {
             type: 'done',
             finishReason: m.finishReason,

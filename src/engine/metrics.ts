@@ -12,6 +12,12 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
     labelNames: ['drafter', 'position'] as const,
     registers,
   });
+  const fallbacks = new Counter({
+    name: 'specserve_spec_decode_fallbacks_total',
+    help: 'Requests that asked for speculation which could not run for them and decoded plainly',
+    labelNames: ['drafter'] as const,
+    registers,
+  });
   let kv: KvStats | null = null;
   new Gauge({
     name: 'specserve_kv_cache_bytes',
@@ -52,6 +58,9 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
     log,
     onSpecStep(m) {
       for (const p of m.acceptedPositions) perPos.inc({ drafter: m.drafter, position: String(p) });
+    },
+    onFallback(drafter) {
+      fallbacks.inc({ drafter });
     },
     onLoad(_running, _waiting, stats) {
       kv = stats;

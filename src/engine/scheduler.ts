@@ -162,23 +162,30 @@ export class Scheduler {
     if (this.running.length === 0) return false;
     const rows = await this.planRows();
     if (rows.length === 0) return true;
-    try {
-      if (this.runner.layout === 'speculative') {
-        const out = await this.runner.forward(this.buildSpecInput(rows));
-        this.processRows(rows, out, rows.length);
-      } else {
-        // Optimum layout: the graph builds a causal mask itself, so rows run one at a time and
-        // draft trees are limited to chains (see planRows).
-        for (const r of rows) {
-          const out = await this.runner.forward(this.buildOptimumInput(r));
-          this.processRows([r], this.optimumToRows(r, out), 1);
+    // Rows of one forward are padded to the longest: a 256-token prompt chunk in the same forward
+    // as 1-token decode rows would make every decode row cost 256 positions. Decode rows (root +
+    // tree) go together, prompt chunks separately. The Optimum layout builds its causal mask in the
+    // graph, so there each row runs alone and draft trees are limited to chains (see planRows).
+    const groups =
+      this.runner.layout === 'speculative'
+        ? [rows.filter((r) => r.kind === 'decode'), rows.filter((r) => r.kind === 'prefill')].filter((g) => g.length)
+        : rows.map((r) => [r]);
+    for (const group of groups) {
+      try {
+        if (this.runner.layout === 'speculative') {
+          const out = await this.runner.forward(this.buildSpecInput(group));
+          this.processRows(group, out, group.length);
+        } else {
+          const out = await this.runner.forward(this.buildOptimumInput(group[0]));
+          this.processRows(group, this.optimumToRows(group[0], out), 1);
         }
-      }
-    } catch (err) {
-      // a failed forward fails the sequences in it, not the worker
-      for (const r of rows) {
-        this.emit({ type: 'error', id: r.seq.req.id, code: 'internal_error', message: `forward failed: ${(err as Error).message}` });
-        this.finish(r.seq, null);
+      } catch (err) {
+        // a failed forward fails the sequences in it, not the worker
+        for (const r of group) {
+          if (!this.running.includes(r.seq)) continue;
+          this.emit({ type: 'error', id: r.seq.req.id, code: 'internal_error', message: `forward failed: ${(err as Error).message}` });
+          this.finish(r.seq, null);
+        }
       }
     }
     return true;
