@@ -1,6 +1,6 @@
 // Helpers for tests that drive the real engine on the committed default model.
 import { createEngine, type EngineOptions, type LocalEngine } from '../../src/engine/index.ts';
-import type { SamplingParams, TextRequest } from '../../src/engine/types.ts';
+import type { SamplingParams, SpeculationStats, TextRequest } from '../../src/engine/types.ts';
 import { DEFAULT_MODEL_DIR } from './model.ts';
 
 export const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
@@ -20,7 +20,7 @@ export interface Generated {
   text: string;
   tokenIds: number[];
   finishReason: string;
-  speculation?: { draftTokens: number; acceptedTokens: number; meanAcceptanceLength: number };
+  speculation?: SpeculationStats;
 }
 
 export async function generate(engine: LocalEngine, req: TextRequest): Promise<Generated> {
