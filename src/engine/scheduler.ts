@@ -19,6 +19,13 @@ const NEG = -1e9;
 /** Steps drafting pauses after a failed single-token probe, doubling up to the max. */
 const DRAFT_BACKOFF_MIN = 2;
 const DRAFT_BACKOFF_MAX = 16;
+/**
+ * Draft tokens verified per step over the whole batch. Verifying extra tokens is nearly free while
+ * a forward is bound by reading weights (small batches) and costs full price once it is bound by
+ * compute (large batches), so each sequence's share shrinks as the batch grows and reaches zero
+ * for large batches: speculation switches itself off where it would slow the server down.
+ */
+const DRAFT_TOKENS_PER_STEP = 32;
 
 export interface ForwardFn {
   readonly layout: 'speculative' | 'optimum';
@@ -224,6 +231,7 @@ export class Scheduler {
     const rows: Row[] = [];
     let prefillBudget = this.opts.prefillChunk;
     const drafting: { seq: Seq; row: Row; maxNodes: number }[] = [];
+    const batchShare = Math.floor(DRAFT_TOKENS_PER_STEP / this.running.length);
     for (const s of this.running) {
       if (s.root === null) {
         if (prefillBudget <= 0) continue; // next step: decode streams must not stall behind prompts
@@ -239,6 +247,7 @@ export class Scheduler {
           const L = this.kv.length(s.req.id);
           const room = Math.min(
             s.draftBudget,
+            batchShare,
             this.model.contextLength - L - 1,
             s.req.maxTokens - s.generated - 1, // never draft past max_tokens
           );
