@@ -50,6 +50,8 @@ export class LocalEngine implements Engine {
   private loadState: EngineLoad = { running: 0, waiting: 0 };
   private kvState: KvStats | null = null;
   private closing = false;
+  /** Between a worker's death and its replacement being ready. */
+  private restarting = false;
 
   private constructor(
     readonly cfg: ModelConfig,
@@ -98,6 +100,7 @@ export class LocalEngine implements Engine {
         switch (m.type) {
           case 'ready':
             ready = true;
+            this.restarting = false;
             this.workerInfo = m.info;
             (this.info as { provider: string }).provider = m.info.provider;
             (this.info as { layout: string }).layout = m.info.layout;
@@ -131,6 +134,7 @@ export class LocalEngine implements Engine {
         if (this.closing) return;
         // every in-flight request gets a clear error instead of hanging; then a fresh worker
         this.hooks.log?.('error', `inference worker exited (code ${code}); restarting`);
+        this.restarting = true;
         for (const [id, ch] of this.channels) ch.push({ type: 'error', id, code: 'internal_error', message: 'inference worker died' });
         this.channels.clear();
         this.startWorker().catch((err) => this.hooks.log?.('error', `worker restart failed: ${err.message}`));
@@ -162,9 +166,11 @@ export class LocalEngine implements Engine {
     return this.kvState;
   }
 
-  /** Testing hook: kills the worker as a crash would. */
-  async crashWorkerForTest(): Promise<void> {
-    await this.worker.terminate();
+  /** Testing hook: makes the worker die of an uncaught error between steps, as a bug would.
+   *  (Worker.terminate() during a native onnxruntime run aborts the whole process, so a test cannot
+   *  use it.) */
+  crashWorkerForTest(): void {
+    this.worker.postMessage({ type: 'crash' });
   }
 
   async close(): Promise<void> {
@@ -189,6 +195,7 @@ export class LocalEngine implements Engine {
 
   async *generateText(req: TextRequest): AsyncIterable<TextEvent> {
     if (this.closing) throw new ApiError('shutting_down');
+    if (this.restarting) throw new ApiError('model_loading', 'The inference worker is restarting; retry shortly', null, 1);
     const promptIds = typeof req.prompt === 'string' ? this.codec.encode(req.prompt) : req.prompt;
     const ctx = this.cfg.contextLength;
     if (promptIds.length === 0) throw new ApiError('invalid_request', 'prompt must not be empty', 'prompt');

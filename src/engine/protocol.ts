@@ -46,7 +46,9 @@ export interface WireSpecStats {
 export type ToWorker =
   | { type: 'submit'; req: SeqRequest }
   | { type: 'cancel'; id: number }
-  | { type: 'shutdown' };
+  | { type: 'shutdown' }
+  /** Tests only: throw an uncaught error in the worker between steps, as a bug would. */
+  | { type: 'crash' };
 
 export type FromWorker =
   | { type: 'ready'; info: WorkerInfo }

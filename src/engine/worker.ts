@@ -30,6 +30,11 @@ async function main() {
     if (m.type === 'submit') sched.submit(m.req);
     else if (m.type === 'cancel') sched.cancel(m.id);
     else if (m.type === 'shutdown') stopping = true;
+    else if (m.type === 'crash') {
+      setImmediate(() => {
+        throw new Error('worker crash requested (test)');
+      });
+    }
     wake?.();
   });
   send({ type: 'ready', info: { provider: runner.provider, layout: runner.layout, drafters: info } });
