@@ -13,6 +13,10 @@ import { rerank, type Candidate } from '../tree.ts';
 export const HYDRA_BRANCH = 4;
 /** Frontier nodes expanded per depth and sequence. Defaults to `4`. */
 export const HYDRA_BEAM = 4;
+/** Stop growing a sequence's tree once its best frontier path is less likely than this: each
+ *  further depth costs one head call, which at small model sizes is a real share of a step.
+ *  Defaults to `0.1`. */
+export const HYDRA_MIN_PATH_PROB = 0.1;
 
 interface Work {
   ctx: DraftContext;
@@ -76,7 +80,10 @@ export class HydraDrafter implements Drafter {
         }
         next.set(r.w, list);
       });
-      for (const [w, list] of next) w.frontier = list.sort((a, b) => w.cands[b].score - w.cands[a].score).slice(0, HYDRA_BEAM);
+      for (const [w, list] of next) {
+        const best = list.sort((a, b) => w.cands[b].score - w.cands[a].score).slice(0, HYDRA_BEAM);
+        w.frontier = w.cands[best[0]].score >= Math.log(HYDRA_MIN_PATH_PROB) ? best : [];
+      }
     }
     const trees = new Map(work.map((w) => [w.ctx, rerank(w.cands, w.ctx.maxNodes)]));
     return batch.map((c) => trees.get(c) ?? null);
