@@ -14,6 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mdTable, writeReport, type Chart } from '../bench/report.ts';
 import { PROMPTS } from '../bench/prompts.ts';
+import { waitHealthy } from '../bench/server-bench.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const HOST = '127.0.0.1';
@@ -90,18 +91,13 @@ async function startServer(port: number, model: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli.ts'), '--port', String(port), '--host', HOST, '--model', model, '--log-level', 'warn'], {
     cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'],
   });
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    try {
-      const r = await fetch(`http://${HOST}:${port}/health`);
-      if (r.status === 200) return child;
-    } catch {
-      /* not listening yet */
-    }
-    await new Promise((r) => setTimeout(r, 250));
+  try {
+    await waitHealthy(`http://${HOST}:${port}`);
+  } catch (err) {
+    child.kill();
+    throw err;
   }
-  child.kill();
-  throw new Error('server did not become healthy within 60 s');
+  return child;
 }
 
 async function main() {

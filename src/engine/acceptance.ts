@@ -132,5 +132,3 @@ function normalise(p: Float64Array): boolean {
   for (let i = 0; i < p.length; i++) p[i] /= s;
   return true;
 }
-
-export { argmax };

@@ -48,7 +48,6 @@ export class LocalEngine implements Engine {
   private readonly channels = new Map<number, Channel>();
   private nextId = 1;
   private loadState: EngineLoad = { running: 0, waiting: 0 };
-  private kvState: KvStats | null = null;
   private closing = false;
   /** Between a worker's death and its replacement being ready. */
   private restarting = false;
@@ -115,7 +114,6 @@ export class LocalEngine implements Engine {
             return;
           case 'load':
             this.loadState = { running: m.running, waiting: m.waiting };
-            this.kvState = m.kv;
             this.hooks.onLoad?.(m.running, m.waiting, m.kv);
             return;
           case 'spec_step':
@@ -160,10 +158,6 @@ export class LocalEngine implements Engine {
 
   load(): EngineLoad {
     return this.loadState;
-  }
-
-  kvStats(): KvStats | null {
-    return this.kvState;
   }
 
   /** Testing hook: makes the worker die of an uncaught error between steps, as a bug would.

@@ -19,10 +19,6 @@ export class Rng {
   }
 }
 
-export function isGreedy(p: SamplingParams): boolean {
-  return p.temperature === 0;
-}
-
 export function argmax(a: Float32Array | Float64Array, off = 0, n = a.length - off): number {
   let best = 0;
   let bv = -Infinity;

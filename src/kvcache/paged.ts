@@ -129,10 +129,6 @@ export class PagedKvCache {
     return this.seqs.get(seqId)?.length ?? 0;
   }
 
-  has(seqId: number): boolean {
-    return this.seqs.has(seqId);
-  }
-
   private allocBlock(): number {
     const id = this.free.pop();
     if (id !== undefined) return id;
@@ -296,13 +292,6 @@ export class PagedKvCache {
       bytesByTier,
       sequences: this.seqs.size,
     };
-  }
-
-  /** Bytes one sequence holds (per-request accounting). */
-  sequenceBytes(seqId: number): number {
-    const e = this.seqs.get(seqId);
-    if (!e) return 0;
-    return e.blocks.length * this.blockBytes + e.segments.reduce((a, s) => a + segBytes(s), 0);
   }
 }
 
