@@ -39,9 +39,11 @@ interface Cell {
   draftTokens: number;
   acceptedTokens: number;
   decodeSteps: number;
+  /** Draft steps the drafter ended on low confidence (Kangaroo's second early exit). */
+  earlyStops: number;
 }
 
-const emptyCell = (): Cell => ({ requests: 0, tokens: 0, seconds: 0, draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0 });
+const emptyCell = (): Cell => ({ requests: 0, tokens: 0, seconds: 0, draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, earlyStops: 0 });
 
 async function timeEngine(engine: LocalEngine, req: TextRequest): Promise<Cell> {
   const t0 = performance.now();
@@ -58,7 +60,7 @@ async function timeEngine(engine: LocalEngine, req: TextRequest): Promise<Cell> 
   return {
     requests: 1, tokens, seconds,
     draftSteps: spec?.draftSteps ?? 0, draftTokens: spec?.draftTokens ?? 0, acceptedTokens: spec?.acceptedTokens ?? 0,
-    decodeSteps,
+    decodeSteps, earlyStops: spec?.earlyStops ?? 0,
   };
 }
 
@@ -70,6 +72,7 @@ function add(a: Cell, b: Cell) {
   a.draftTokens += b.draftTokens;
   a.acceptedTokens += b.acceptedTokens;
   a.decodeSteps += b.decodeSteps;
+  a.earlyStops += b.earlyStops;
 }
 
 async function main() {
@@ -132,9 +135,16 @@ async function main() {
       const speedup = tps(cell) / tps(plain);
       const mal = cell.decodeSteps > 0 && m !== 'plain' && m !== 'transformers.js' ? (cell.tokens - cell.requests) / cell.decodeSteps : 1;
       const rate = cell.draftTokens ? cell.acceptedTokens / cell.draftTokens : null;
-      results[m][c] = { tokensPerSecond: tps(cell), speedup, meanAcceptanceLength: mal, acceptanceRate: rate, tokens: cell.tokens, seconds: cell.seconds };
+      const early = cells.get(key(m, 'overall'))!.earlyStops > 0 && cell.draftSteps ? cell.earlyStops / cell.draftSteps : null;
+      results[m][c] = {
+        tokensPerSecond: tps(cell), speedup, meanAcceptanceLength: mal, acceptanceRate: rate, earlyStopFraction: early,
+        tokens: cell.tokens, seconds: cell.seconds,
+      };
       if (c === 'overall' || m !== 'transformers.js') {
-        rows.push([m, c, tps(cell).toFixed(1), `${speedup.toFixed(2)}x`, m === 'plain' || m === 'transformers.js' ? '-' : mal.toFixed(2), rate === null ? '-' : `${(rate * 100).toFixed(0)}%`]);
+        rows.push([
+          m, c, tps(cell).toFixed(1), `${speedup.toFixed(2)}x`, m === 'plain' || m === 'transformers.js' ? '-' : mal.toFixed(2),
+          rate === null ? '-' : `${(rate * 100).toFixed(0)}%`, early === null ? '-' : `${(early * 100).toFixed(0)}%`,
+        ]);
       }
     }
   }
@@ -143,7 +153,7 @@ async function main() {
   let md = `### Speculative decoding, batch 1, greedy (${date})\n\n`;
   md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps, ${prompts.length} prompts, threads=${o.threads}, machine: ${machine}.\n`;
   md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}\`\n\n`;
-  md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate'], rows);
+  md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate', 'drafts stopped early'], rows);
   if (peer) {
     const pt = tps(cells.get(key('transformers.js', 'overall'))!);
     md += `\nPeer: transformers.js ${pt.toFixed(1)} tok/s on \`onnx/model.onnx\` (same weights, same threads). specserve plain = ${(tps(cells.get(key('plain', 'overall'))!) / pt).toFixed(2)}x transformers.js`;

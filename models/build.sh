@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Rebuilds the default model family from Debian-packaged text, reproducibly:
 #   corpus + BPE tokenizer -> target training (resumable) -> ONNX exports -> ADED trigram prior
-#   -> Node-side checks -> Medusa and Hydra heads -> latency measurements.
-# usage: npm run models:build            (or: bash models/build.sh [--steps N] [--head-steps N])
+#   -> Node-side checks -> Medusa and Hydra heads -> Kangaroo adapter and split graphs
+#   -> latency measurements.
+# usage: npm run models:build   (or: bash models/build.sh [--steps N] [--head-steps N] [--kangaroo-steps N])
 # Work files (token arrays, checkpoint, logs) go to models/.work/ (git-ignored); rerunning resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=1000
 HEAD_STEPS=200
+KANGAROO_STEPS=600
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) STEPS="$2"; shift 2 ;;
     --head-steps) HEAD_STEPS="$2"; shift 2 ;;
+    --kangaroo-steps) KANGAROO_STEPS="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -48,5 +51,7 @@ $PY models/tooling/heads.py "$WORK" "$OUT" --kind medusa --steps "$HEAD_STEPS"
 $PY models/tooling/heads.py "$WORK" "$OUT" --kind hydra --steps "$HEAD_STEPS"
 cp "$WORK/medusa_log.jsonl" "$OUT/heads/medusa_log.jsonl"
 cp "$WORK/hydra_log.jsonl" "$OUT/heads/hydra_log.jsonl"
+$PY models/tooling/kangaroo.py "$WORK" "$OUT" --steps "$KANGAROO_STEPS" --threads 2
+cp "$WORK/kangaroo_log.jsonl" "$OUT/kangaroo/kangaroo_log.jsonl"
 node --import tsx models/tooling/measure.ts "$OUT"
 echo "[build] done in $(( $(date +%s) - t0 ))s -> $OUT"

@@ -73,6 +73,10 @@ export const ConfigSchema = z
     maxDraftTokens: integer(1).default(ENGINE_DEFAULTS.maxDraftTokens).describe('Draft tokens verified per step when a request does not say'),
     requestTimeoutMs: integer(0).default(ENGINE_DEFAULTS.requestTimeoutMs).describe('Per-request deadline in ms (0 = none)'),
     prefillChunk: integer(1).default(ENGINE_DEFAULTS.prefillChunk).describe('Prompt tokens prefilled per step, so long prompts do not stall streams'),
+    draftPolicy: z
+      .enum(['goodput', 'static'])
+      .default(ENGINE_DEFAULTS.draftPolicy)
+      .describe('Draft tokens per sequence and step: goodput (measured tokens/ms per cap and batch size; speculation off where it does not pay) or static (32 per step shared over the batch)'),
   })
   .strict();
 
@@ -249,6 +253,7 @@ export function toEngineOptions(config: Config): EngineOptions {
     maxDraftTokens: config.maxDraftTokens,
     requestTimeoutMs: config.requestTimeoutMs,
     prefillChunk: config.prefillChunk,
+    draftPolicy: config.draftPolicy,
     modelDir: config.model,
     modelId: config.modelId,
   };

@@ -18,6 +18,25 @@ export interface DraftTree {
   kind: 'deterministic' | 'sampled';
   /** [nodes, vocab] the draft distribution q each node was drawn from (sampled trees only). */
   probs?: Float32Array;
+  /**
+   * Target work the drafter already did for root + nodes (rows in that order): the residual
+   * stream after the first `layers` target layers and those layers' new K/V. The engine then runs
+   * only the remaining layers to verify (Kangaroo's reuse of shallow work).
+   */
+  features?: ShallowFeatures;
+  /** The drafter stopped before its step limit because its confidence fell (Kangaroo's second
+   *  early exit); counted in the request's speculation stats. */
+  stoppedEarly?: boolean;
+}
+
+export interface ShallowFeatures {
+  /** Target layers [0, layers) these rows went through. */
+  layers: number;
+  /** [rows, hidden] residual stream after layer `layers` (pre-norm). */
+  hidden: Float32Array;
+  /** Per layer < `layers`: [rows, kvHeads, headDim]. */
+  keys: Float32Array[];
+  values: Float32Array[];
 }
 
 /** What a drafter sees of one sequence when asked for a draft. */
@@ -29,11 +48,28 @@ export interface DraftContext {
   maxNodes: number;
   /** Target post-final-norm hidden state at the root's parent position [hidden], when declared. */
   hidden?: Float32Array;
+  /**
+   * Target states of committed rows not delivered before, oldest first: rows [from, from + n) of
+   * the sequence, [n, hidden]; every committed row is delivered exactly once, in order, even over
+   * steps on which the drafter was not asked. Set when `needs.history` is declared.
+   */
+  history?: { from: number; rows: Float32Array };
+  /**
+   * Copies the committed K/V of target layers [0, layers) for rows [0, length) into the given
+   * per-layer buffers ([capacity, kvHeads, headDim], token-major), returning length. Set when
+   * `needs.pastLayers` is declared.
+   */
+  readPast?: (keys: Float32Array[], values: Float32Array[]) => number;
 }
 
 export interface DrafterNeeds {
   /** Target features the drafter consumes. */
   hidden: false | 'last';
+  /** Target states of every committed row (DraftContext.history): post-final-norm ('final') or
+   *  the residual stream after the model's shallow layers ('shallow'). */
+  history?: 'final' | 'shallow';
+  /** Committed K/V of the first n target layers (DraftContext.readPast). */
+  pastLayers?: number;
   /** Whether the target must be a tree-capable (speculative-layout) model. */
   treeMask: boolean;
 }

@@ -4,10 +4,11 @@ import type { Drafter } from './Drafter.ts';
 import { DrafterUnavailable } from './Drafter.ts';
 import { AdedDrafter } from './aded/index.ts';
 import { HydraDrafter } from './hydra/index.ts';
+import { KangarooDrafter } from './kangaroo/index.ts';
 import { MedusaDrafter } from './medusa/index.ts';
 import { PromptLookupDrafter } from './prompt-lookup/index.ts';
 
-export const DRAFTER_NAMES = ['prompt-lookup', 'aded', 'medusa', 'hydra'] as const;
+export const DRAFTER_NAMES = ['prompt-lookup', 'aded', 'medusa', 'hydra', 'kangaroo'] as const;
 export type DrafterName = (typeof DRAFTER_NAMES)[number];
 
 export const DRAFTER_DESCRIPTIONS: Record<DrafterName, string> = {
@@ -15,12 +16,18 @@ export const DRAFTER_DESCRIPTIONS: Record<DrafterName, string> = {
   aded: 'adaptive trigram matrix (corpus prior + per-request boosts) with tree search (ADED)',
   medusa: 'Medusa heads on the target hidden state, dynamic tree from head log-probabilities',
   hydra: 'Hydra sequentially dependent heads (hidden state + path embeddings), tree grown depth by depth',
+  kangaroo: "Kangaroo self-speculation: the target's shallow layers + adapter draft a chain (double early exit); deep layers verify",
 };
 
 export interface DrafterEnv {
   modelDir: string;
   vocabSize: number;
   layout: 'speculative' | 'optimum';
+  /** Layers after which the target's `hidden_shallow` output is taken. */
+  shallowLayers?: number;
+  contextLength?: number;
+  /** Whether the engine can verify with the target's deep layers alone (Kangaroo). */
+  deepVerify?: boolean;
 }
 
 export async function createDrafter(name: DrafterName, env: DrafterEnv): Promise<Drafter> {
@@ -33,6 +40,9 @@ export async function createDrafter(name: DrafterName, env: DrafterEnv): Promise
       return MedusaDrafter.load(env);
     case 'hydra':
       return HydraDrafter.load(env);
+    case 'kangaroo':
+      if (!env.deepVerify) throw new DrafterUnavailable('needs kangaroo/deep.onnx loaded by the engine (speculative ONNX layout)');
+      return KangarooDrafter.load(env);
     default:
       throw new Error(`unhandled drafter ${name satisfies never}`);
   }

@@ -90,6 +90,7 @@ export class LocalEngine implements Engine {
       kvCacheBytes: this.opts.kvCacheBytes,
       kvCache: this.opts.kvCache,
       prefillChunk: this.opts.prefillChunk,
+      draftPolicy: this.opts.draftPolicy,
     };
     const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });
     this.worker = worker;
@@ -296,6 +297,7 @@ export class LocalEngine implements Engine {
                   draftTokens: spec.draftTokens,
                   acceptedTokens: spec.acceptedTokens,
                   meanAcceptanceLength: spec.decodeSteps ? (m.completionTokens - 1) / spec.decodeSteps : 1,
+                  earlyStops: spec.earlyStops,
                   fallback: spec.fallback,
                   lossy: spec.lantern ? { policy: 'lantern', ...spec.lantern } : undefined,
                 }

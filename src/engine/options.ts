@@ -22,6 +22,12 @@ export const ENGINE_DEFAULTS = {
   requestTimeoutMs: 10 * 60 * 1000,
   /** Tokens of prompt prefilled per step, so long prompts do not stall running streams. */
   prefillChunk: 256,
+  /**
+   * How many draft tokens a step verifies per sequence: 'goodput' measures tokens/ms under each
+   * cap per batch size and uses the best (0 = speculation off where it does not pay); 'static'
+   * shares a fixed 32 draft tokens per step over the batch (deterministic drafting, for tests).
+   */
+  draftPolicy: 'goodput' as 'goodput' | 'static',
 };
 
 export type EngineOptions = typeof ENGINE_DEFAULTS & {

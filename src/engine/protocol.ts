@@ -38,6 +38,8 @@ export interface WireSpecStats {
   acceptedTokens: number;
   /** Target forwards this request took part in after prefill. */
   decodeSteps: number;
+  /** Draft steps the drafter ended early on low confidence (Kangaroo). */
+  earlyStops: number;
   fallback?: string;
   /** Set when the LANTERN policy was used: how many steps it relaxed. */
   lantern?: { k: number; delta: number; relaxedSteps: number };
@@ -83,4 +85,5 @@ export interface WorkerInit {
   kvCacheBytes: number;
   kvCache: 'fp32' | 'saq';
   prefillChunk: number;
+  draftPolicy: 'goodput' | 'static';
 }

@@ -40,6 +40,16 @@ export interface ForwardOutput {
   values: Float32Array[];
 }
 
+/** The target's layers [fromLayer, L) fed the residual stream after layer fromLayer (Kangaroo's
+ *  verification: the drafter already ran the shallow layers for these rows). */
+export interface DeepInput extends Omit<ForwardInput, 'inputIds' | 'attentionMask'> {
+  /** [batch, newTokens, hidden] */
+  hidden: Float32Array;
+  /** Per layer >= fromLayer (index 0 = layer fromLayer): [batch, past, kvHeads, headDim]. */
+  pastKeys: Float32Array[];
+  pastValues: Float32Array[];
+}
+
 export type Provider = 'cuda' | 'cpu';
 
 export interface RunnerOptions {
@@ -50,6 +60,8 @@ export interface RunnerOptions {
 
 export class Runner {
   readonly layout: 'speculative' | 'optimum';
+  /** Set when the model folder has the split deep graph (kangaroo/deep.onnx). */
+  deep: { session: ort.InferenceSession; fromLayer: number } | null = null;
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly cfg: ModelConfig,
@@ -89,6 +101,45 @@ export class Runner {
     return new Runner(s, cfg, 'cpu');
   }
 
+  /** Loads the target's deep layers as a graph of their own (same provider and threads), used to
+   *  verify rows whose shallow layers a drafter already computed. Returns false when absent. */
+  async loadDeep(file: string, fromLayer: number, threads: number): Promise<boolean> {
+    if (this.layout !== 'speculative' || !existsSync(file)) return false;
+    const session = await ort.InferenceSession.create(file, {
+      graphOptimizationLevel: 'all',
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
+      executionProviders: [this.provider],
+    });
+    this.deep = { session, fromLayer };
+    return true;
+  }
+
+  async forwardDeep(x: DeepInput): Promise<ForwardOutput> {
+    if (!this.deep) throw new Error('no deep graph loaded');
+    const { batch: B, newTokens: T, past: P } = x;
+    const { numLayers, numKvHeads: KV, headDim: HD, hiddenSize: D } = this.cfg;
+    const from = this.deep.fromLayer;
+    const feeds: Record<string, ort.Tensor> = {
+      hidden_shallow: new ort.Tensor('float32', x.hidden, [B, T, D]),
+      position_ids: new ort.Tensor('int64', x.positionIds, [B, T]),
+      attention_bias: new ort.Tensor('float32', x.attentionBias!, [B, 1, T, P + T]),
+    };
+    for (let l = from; l < numLayers; l++) {
+      feeds[`past_key_values.${l}.key`] = new ort.Tensor('float32', x.pastKeys[l - from], [B, P, KV, HD]);
+      feeds[`past_key_values.${l}.value`] = new ort.Tensor('float32', x.pastValues[l - from], [B, P, KV, HD]);
+    }
+    const out = await this.deep.session.run(feeds);
+    const keys: Float32Array[] = [];
+    const values: Float32Array[] = [];
+    for (let l = from; l < numLayers; l++) {
+      keys.push(out[`new_key_values.${l}.key`].data as Float32Array);
+      values.push(out[`new_key_values.${l}.value`].data as Float32Array);
+    }
+    return { logits: out.logits.data as Float32Array, hidden: out.hidden.data as Float32Array, keys, values };
+  }
+
   async forward(x: ForwardInput): Promise<ForwardOutput> {
     const { batch: B, newTokens: T, past: P } = x;
     const { numLayers, numKvHeads: KV, headDim: HD } = this.cfg;
@@ -122,6 +173,7 @@ export class Runner {
   }
 
   async release(): Promise<void> {
+    await this.deep?.session.release();
     await this.session.release();
   }
 }

@@ -7,12 +7,13 @@
 //   → one forward over the batch
 //   → per sequence: commit prompt rows, or verify the tree, keep root + accepted rows, emit
 //     accepted tokens + the bonus token (the next root, not cached until the next step)
-import type { Drafter, DraftTree } from '../drafters/Drafter.ts';
+import type { DraftContext, Drafter, DraftTree } from '../drafters/Drafter.ts';
 import type { PagedKvCache } from '../kvcache/paged.ts';
 import { verifyGreedy, verifySampled, type Relax, type VerifyTree } from './acceptance.ts';
+import { DraftCapPolicy } from './draft-policy.ts';
 import { relax, type LanternNeighbours } from './lantern.ts';
 import type { FromWorker, SeqRequest, WireLogprob } from './protocol.ts';
-import type { ForwardInput, ForwardOutput } from './runner.ts';
+import type { DeepInput, ForwardInput, ForwardOutput } from './runner.ts';
 import { argmax, logSoftmax, penalize, Rng, sampleFrom, topN, warp, type TokenCounts } from './sampling.ts';
 
 const NEG = -1e9;
@@ -20,16 +21,19 @@ const NEG = -1e9;
 const DRAFT_BACKOFF_MIN = 2;
 const DRAFT_BACKOFF_MAX = 16;
 /**
- * Draft tokens verified per step over the whole batch. Verifying extra tokens is nearly free while
- * a forward is bound by reading weights (small batches) and costs full price once it is bound by
- * compute (large batches), so each sequence's share shrinks as the batch grows and reaches zero
- * for large batches: speculation switches itself off where it would slow the server down.
+ * The 'static' draft policy: draft tokens verified per step over the whole batch. Verifying extra
+ * tokens is nearly free while a forward is bound by reading weights (small batches) and costs full
+ * price once it is bound by compute (large batches), so each sequence's share shrinks as the batch
+ * grows. The default 'goodput' policy (draft-policy.ts) measures instead of assuming.
  */
 const DRAFT_TOKENS_PER_STEP = 32;
 
 export interface ForwardFn {
   readonly layout: 'speculative' | 'optimum';
   forward(x: ForwardInput): Promise<ForwardOutput>;
+  /** The target's layers [fromLayer, L) as a graph of their own, when the model has one. */
+  readonly deep?: { fromLayer: number } | null;
+  forwardDeep?(x: DeepInput): Promise<ForwardOutput>;
 }
 
 export interface SchedulerModel {
@@ -46,6 +50,7 @@ export interface SchedulerOptions {
   maxBatchSize: number;
   maxQueuedRequests: number;
   prefillChunk: number;
+  draftPolicy?: 'goodput' | 'static';
 }
 
 interface Seq {
@@ -65,12 +70,18 @@ interface Seq {
   draftPause: number;
   /** Next pause length; doubles each time a probe fails. */
   draftBackoff: number;
-  stats: { draftSteps: number; draftTokens: number; acceptedTokens: number; decodeSteps: number; relaxedSteps: number; fallback?: string };
+  stats: {
+    draftSteps: number; draftTokens: number; acceptedTokens: number; decodeSteps: number; relaxedSteps: number;
+    earlyStops: number; fallback?: string;
+  };
   /** The LANTERN relaxation for this request (lossy, opt-in), or undefined. */
   relax?: Relax;
   cancelled: boolean;
   /** Post-norm hidden state of the last committed row (for drafters that need it). */
   hidden?: Float32Array;
+  /** Committed rows' target states not yet handed to the drafter (drafters declaring `history`). */
+  history: Float32Array[];
+  historyFrom: number;
   /** Log-softmax of the last prefilled row, while prompt logprobs are being reported. */
   promptLp?: Float64Array;
 }
@@ -90,6 +101,10 @@ export class Scheduler {
   private readonly running: Seq[] = [];
   private readonly eos: Set<number>;
   private buffers = new Map<string, Float32Array>();
+  readonly draftCaps = new DraftCapPolicy();
+  /** This step's cap choice (goodput policy), recorded with the decode tokens it produced. */
+  private capChoice: { batch: number; arm: number } | null = null;
+  private decodeTokens = 0;
 
   constructor(
     private readonly model: SchedulerModel,
@@ -141,9 +156,11 @@ export class Scheduler {
       draftBudget: req.maxDraftTokens,
       draftPause: 0,
       draftBackoff: DRAFT_BACKOFF_MIN,
-      stats: { draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, relaxedSteps: 0, fallback },
+      stats: { draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, relaxedSteps: 0, earlyStops: 0, fallback },
       relax: relaxFn,
       cancelled: false,
+      history: [],
+      historyFrom: 0,
     });
   }
 
@@ -167,19 +184,34 @@ export class Scheduler {
     this.reap();
     this.admit();
     if (this.running.length === 0) return false;
+    const t0 = performance.now();
+    this.capChoice = null;
+    this.decodeTokens = 0;
+    let prefillMs = 0;
     const rows = await this.planRows();
     if (rows.length === 0) return true;
     // Rows of one forward are padded to the longest: a 256-token prompt chunk in the same forward
     // as 1-token decode rows would make every decode row cost 256 positions. Decode rows (root +
     // tree) go together, prompt chunks separately. The Optimum layout builds its causal mask in the
     // graph, so there each row runs alone and draft trees are limited to chains (see planRows).
+    // Rows whose drafter already ran the target's shallow layers (Kangaroo) are verified by the
+    // deep layers alone.
+    const deep = (r: Row) => r.tree?.features !== undefined;
     const groups =
       this.runner.layout === 'speculative'
-        ? [rows.filter((r) => r.kind === 'decode'), rows.filter((r) => r.kind === 'prefill')].filter((g) => g.length)
+        ? [
+            rows.filter((r) => r.kind === 'decode' && deep(r)),
+            rows.filter((r) => r.kind === 'decode' && !deep(r)),
+            rows.filter((r) => r.kind === 'prefill'),
+          ].filter((g) => g.length)
         : rows.map((r) => [r]);
     for (const group of groups) {
+      const tg = performance.now();
       try {
-        if (this.runner.layout === 'speculative') {
+        if (deep(group[0])) {
+          const out = await this.runner.forwardDeep!(this.buildDeepInput(group));
+          this.processRows(group, this.withShallow(group, out), group.length);
+        } else if (this.runner.layout === 'speculative') {
           const out = await this.runner.forward(this.buildSpecInput(group));
           this.processRows(group, out, group.length);
         } else {
@@ -194,7 +226,11 @@ export class Scheduler {
           this.finish(r.seq, null);
         }
       }
+      if (group[0].kind === 'prefill') prefillMs += performance.now() - tg;
     }
+    // goodput: tokens the decode rows emitted per ms of drafting + verification
+    const choice = this.capChoice as { batch: number; arm: number } | null; // set by planRows
+    if (choice) this.draftCaps.record(choice.batch, choice.arm, this.decodeTokens, performance.now() - t0 - prefillMs);
     return true;
   }
 
@@ -231,7 +267,13 @@ export class Scheduler {
     const rows: Row[] = [];
     let prefillBudget = this.opts.prefillChunk;
     const drafting: { seq: Seq; row: Row; maxNodes: number }[] = [];
-    const batchShare = Math.floor(DRAFT_TOKENS_PER_STEP / this.running.length);
+    const decoding = this.running.filter((s) => s.root !== null);
+    let batchShare = Math.floor(DRAFT_TOKENS_PER_STEP / this.running.length);
+    if (this.opts.draftPolicy !== 'static' && decoding.some((s) => s.drafter)) {
+      const choice = this.draftCaps.choose(decoding.length);
+      this.capChoice = { batch: decoding.length, arm: choice.arm };
+      batchShare = choice.cap;
+    }
     for (const s of this.running) {
       if (s.root === null) {
         if (prefillBudget <= 0) continue; // next step: decode streams must not stall behind prompts
@@ -265,7 +307,7 @@ export class Scheduler {
     for (const [drafter, list] of byDrafter) {
       let trees: (DraftTree | null)[];
       try {
-        trees = await drafter.propose(list.map((d) => ({ seqId: d.seq.req.id, tokens: d.seq.tokens, maxNodes: d.maxNodes, hidden: d.seq.hidden })));
+        trees = await drafter.propose(list.map((d) => this.draftContext(d.seq, d.maxNodes)));
       } catch (err) {
         // a broken drafter costs speed, never correctness: plain decoding for these sequences
         for (const d of list) {
@@ -281,6 +323,7 @@ export class Scheduler {
         if (this.runner.layout === 'optimum') tree = firstChain(tree);
         tree = truncateTree(tree, d.maxNodes);
         const n = tree.tokens.length;
+        if (tree.features && !this.featuresFit(tree, n)) tree = { ...tree, features: undefined };
         if (!this.kv.canGrow(d.seq.req.id, n + 1)) return;
         d.row.tree = tree;
         for (let j = 0; j < n; j++) {
@@ -294,6 +337,23 @@ export class Scheduler {
     }
     // a row that cannot get KV room for even its root waits (rare: budget exhausted mid-run)
     return rows.filter((r) => this.kv.canGrow(r.seq.req.id, r.tokens.length) || this.preempt(r));
+  }
+
+  private draftContext(s: Seq, maxNodes: number): DraftContext {
+    const d = s.drafter!;
+    const ctx: DraftContext = { seqId: s.req.id, tokens: s.tokens, maxNodes, hidden: s.hidden };
+    if (d.needs.history) {
+      const n = s.history.length;
+      const D = this.model.hiddenSize;
+      const rows = new Float32Array(n * D);
+      s.history.forEach((h, i) => rows.set(h, i * D));
+      ctx.history = { from: s.historyFrom, rows };
+      s.historyFrom += n;
+      s.history = [];
+    }
+    const layers = d.needs.pastLayers;
+    if (layers) ctx.readPast = (keys, values) => this.kv.gatherLayers(s.req.id, 0, layers, keys, values, 0, 0);
+    return ctx;
   }
 
   /** KV exhausted: the newest running sequence fails rather than deadlocking the batch. */
@@ -312,27 +372,82 @@ export class Scheduler {
     return b.subarray(0, n);
   }
 
+  /** Drafter-computed shallow features are usable when they match the deep graph and the row. */
+  private featuresFit(tree: DraftTree, n: number): boolean {
+    const f = tree.features!;
+    const W = this.model.numKvHeads * this.model.headDim;
+    const rows = n + 1;
+    return (
+      this.runner.deep?.fromLayer === f.layers &&
+      f.hidden.length === rows * this.model.hiddenSize &&
+      f.keys.length === f.layers &&
+      f.keys.every((k, i) => k.length === rows * W && f.values[i].length === rows * W)
+    );
+  }
+
   private buildSpecInput(rows: Row[]): ForwardInput {
+    const { input, fill } = this.batchInput(rows, 0);
+    const inputIds = new BigInt64Array(input.batch * input.newTokens);
+    fill((b, t, r) => (inputIds[b * input.newTokens + t] = BigInt(r.tokens[t])));
+    return { ...input, inputIds };
+  }
+
+  /** Input of the deep graph: the rows' shallow states instead of token ids, past of the deep
+   *  layers only. */
+  private buildDeepInput(rows: Row[]): DeepInput {
+    const from = this.runner.deep!.fromLayer;
+    const { input } = this.batchInput(rows, from);
+    const D = this.model.hiddenSize;
+    const hidden = new Float32Array(input.batch * input.newTokens * D);
+    rows.forEach((r, b) => hidden.set(r.tree!.features!.hidden, b * input.newTokens * D));
+    return { ...input, hidden };
+  }
+
+  /** The deep graph's output completed with the drafter's shallow K/V and states, laid out like a
+   *  full forward's ([batch, newTokens, ...] per layer). */
+  private withShallow(rows: Row[], out: ForwardOutput): ForwardOutput {
+    const B = rows.length;
+    const T = Math.max(...rows.map((r) => r.tokens.length));
+    const from = this.runner.deep!.fromLayer;
+    const W = this.model.numKvHeads * this.model.headDim;
+    const D = this.model.hiddenSize;
+    const keys: Float32Array[] = [];
+    const values: Float32Array[] = [];
+    for (let l = 0; l < from; l++) {
+      const k = new Float32Array(B * T * W);
+      const v = new Float32Array(B * T * W);
+      rows.forEach((r, b) => {
+        k.set(r.tree!.features!.keys[l], b * T * W);
+        v.set(r.tree!.features!.values[l], b * T * W);
+      });
+      keys.push(k);
+      values.push(v);
+    }
+    const hiddenShallow = new Float32Array(B * T * D);
+    rows.forEach((r, b) => hiddenShallow.set(r.tree!.features!.hidden, b * T * D));
+    return { logits: out.logits, hidden: out.hidden, hiddenShallow, keys: [...keys, ...out.keys], values: [...values, ...out.values] };
+  }
+
+  /** Positions, tree bias and past K/V of target layers [fromLayer, L) for a batch of rows;
+   *  `fill` visits every (row, new token) for the caller's per-token input. */
+  private batchInput(rows: Row[], fromLayer: number) {
     const B = rows.length;
     const T = Math.max(...rows.map((r) => r.tokens.length));
     const P = Math.max(...rows.map((r) => this.kv.length(r.seq.req.id)));
     const S = P + T;
     const { numLayers, numKvHeads, headDim } = this.model;
     const W = numKvHeads * headDim;
-    const inputIds = new BigInt64Array(B * T);
     const positionIds = new BigInt64Array(B * T);
     const bias = new Float32Array(B * T * S).fill(NEG);
     const pastKeys: Float32Array[] = [];
     const pastValues: Float32Array[] = [];
-    for (let l = 0; l < numLayers; l++) {
+    for (let l = fromLayer; l < numLayers; l++) {
       pastKeys.push(this.buf(`k${l}`, B * P * W));
       pastValues.push(this.buf(`v${l}`, B * P * W));
     }
     rows.forEach((r, b) => {
-      const L = this.kv.length(r.seq.req.id);
-      this.kv.gather(r.seq.req.id, pastKeys, pastValues, b, P);
+      const L = this.kv.gatherLayers(r.seq.req.id, fromLayer, numLayers, pastKeys, pastValues, b, P);
       for (let t = 0; t < r.tokens.length; t++) {
-        inputIds[b * T + t] = BigInt(r.tokens[t]);
         positionIds[b * T + t] = BigInt(L + r.depth[t]);
         const rowOff = (b * T + t) * S;
         bias.fill(0, rowOff, rowOff + L);
@@ -340,7 +455,9 @@ export class Scheduler {
         for (let a = t; a >= 0; a = r.parents[a]) bias[rowOff + P + a] = 0;
       }
     });
-    return { batch: B, newTokens: T, past: P, inputIds, positionIds, attentionBias: bias, pastKeys, pastValues };
+    const input = { batch: B, newTokens: T, past: P, positionIds, attentionBias: bias, pastKeys, pastValues };
+    const fill = (f: (b: number, t: number, r: Row) => void) => rows.forEach((r, b) => r.tokens.forEach((_, t) => f(b, t, r)));
+    return { input, fill };
   }
 
   private buildOptimumInput(r: Row): ForwardInput {
@@ -396,6 +513,9 @@ export class Scheduler {
           const last = base + nodes[nodes.length - 1];
           s.hidden = out.hidden.slice(last * Hd, (last + 1) * Hd);
         }
+        const kind = s.drafter?.needs.history;
+        const src = kind === 'final' ? out.hidden : kind === 'shallow' ? out.hiddenShallow : undefined;
+        if (src) for (const n of nodes) s.history.push(src.slice((base + n) * Hd, (base + n + 1) * Hd));
       };
       if (r.kind === 'prefill') {
         const n = r.tokens.length;
@@ -445,11 +565,13 @@ export class Scheduler {
       emitted.push(result.bonus);
       const sourceLogits = result.path.map((n) => logitsAt(n));
       const kept = this.accept(s, emitted, sourceLogits);
+      this.decodeTokens += kept;
       if (drafted > 0) {
         // tokens past EOS / max_tokens were verified but not emitted: they do not count as accepted
         const acceptedKept = Math.min(acceptedN, kept);
         s.stats.draftSteps++;
         s.stats.draftTokens += drafted;
+        if (r.tree?.stoppedEarly) s.stats.earlyStops++;
         s.stats.acceptedTokens += acceptedKept;
         this.adapt(s, acceptedN, drafted);
         this.emit({
@@ -568,7 +690,7 @@ export class Scheduler {
           s.req.drafter !== 'none'
             ? {
                 drafter: s.req.drafter, draftSteps: st.draftSteps, draftTokens: st.draftTokens, acceptedTokens: st.acceptedTokens,
-                decodeSteps: st.decodeSteps, fallback: st.fallback,
+                decodeSteps: st.decodeSteps, earlyStops: st.earlyStops, fallback: st.fallback,
                 lantern: s.relax ? { k: s.req.lanternK, delta: s.req.lanternDelta, relaxedSteps: st.relaxedSteps } : undefined,
               }
             : undefined,
@@ -588,7 +710,13 @@ function shiftProbs(probs: Float32Array, V: number): Float32Array {
 function truncateTree(tree: DraftTree, n: number): DraftTree {
   if (tree.tokens.length <= n) return tree;
   const V = tree.probs ? tree.probs.length / tree.tokens.length : 0;
-  return { tokens: tree.tokens.slice(0, n), parents: tree.parents.slice(0, n), kind: tree.kind, probs: tree.probs?.slice(0, n * V) };
+  const f = tree.features;
+  const rowsOf = (a: Float32Array) => a.slice(0, (a.length / (tree.tokens.length + 1)) * (n + 1)); // root + first n nodes
+  return {
+    tokens: tree.tokens.slice(0, n), parents: tree.parents.slice(0, n), kind: tree.kind, probs: tree.probs?.slice(0, n * V),
+    stoppedEarly: tree.stoppedEarly,
+    features: f && { layers: f.layers, hidden: rowsOf(f.hidden), keys: f.keys.map(rowsOf), values: f.values.map(rowsOf) },
+  };
 }
 
 /** The first root-to-leaf chain of a tree (for models that cannot take a tree mask). */

@@ -73,6 +73,8 @@ export interface SpeculationStats {
   acceptedTokens: number;
   /** Tokens emitted per target forward, including the bonus token (1.0 = no gain). */
   meanAcceptanceLength: number;
+  /** Draft steps the drafter ended early because its confidence fell (Kangaroo's second exit). */
+  earlyStops?: number;
   /** Set when a lossy policy decided any acceptance. */
   lossy?: { policy: 'lantern'; k: number; delta: number; relaxedSteps: number };
   /** Why the request ran without speculation, when it asked for it and could not have it. */

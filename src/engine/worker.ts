@@ -3,6 +3,7 @@
 // main thread only sees token ids.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createDrafters } from '../drafters/index.ts';
+import { kangarooDeepGraph } from '../drafters/kangaroo/index.ts';
 import { PagedKvCache, SAQ_DEFAULTS } from '../kvcache/paged.ts';
 import { LanternNeighbours } from './lantern.ts';
 import { loadModelConfig } from './model-config.ts';
@@ -22,7 +23,12 @@ async function main() {
     log: (message) => send({ type: 'log', level: 'info', message }),
   });
   const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes, 16, init.kvCache === 'saq' ? SAQ_DEFAULTS : null);
-  const { drafters, info } = await createDrafters({ modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout });
+  const split = kangarooDeepGraph(cfg.dir);
+  const deepVerify = split ? await runner.loadDeep(split.file, split.fromLayer, init.threads) : false;
+  const { drafters, info } = await createDrafters({
+    modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout,
+    shallowLayers: cfg.shallowLayers, contextLength: cfg.contextLength, deepVerify,
+  });
   const sched = new Scheduler(cfg, runner, kv, drafters, init, send, LanternNeighbours.load(cfg.dir));
   let wake: (() => void) | null = null;
   let stopping = false;

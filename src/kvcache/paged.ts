@@ -253,6 +253,15 @@ export class PagedKvCache {
     }
   }
 
+  /** Token-major gather of target layers [from, to) only: out[i] receives layer from + i, laid out
+   *  [batch, past, rowWidth] at `row`. Returns the sequence's length. */
+  gatherLayers(seqId: number, from: number, to: number, outKeys: Float32Array[], outValues: Float32Array[], row: number, past: number): number {
+    const e = this.seqs.get(seqId);
+    if (!e) return 0;
+    for (let l = from; l < to; l++) this.gatherLayer(e, l, outKeys[l - from], outValues[l - from], row * past * this.rowWidth);
+    return e.length;
+  }
+
   /** Layer `l` of a sequence, token-major [length, rowWidth], written at `dst`. */
   private gatherLayer(e: SeqEntry, l: number, outK: Float32Array, outV: Float32Array, dst: number): void {
     const W = this.rowWidth;

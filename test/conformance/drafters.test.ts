@@ -10,7 +10,9 @@ import { generate, PROMPTS, request, startEngine } from '../helpers/engine.ts';
 
 let engine: LocalEngine;
 before(async () => {
-  engine = await startEngine();
+  // static draft policy: drafting must be deterministic for the state-leak check below; the default
+  // goodput policy only changes how many tokens are drafted (test/e2e/load.test.ts runs it)
+  engine = await startEngine({ draftPolicy: 'static' });
 });
 after(async () => {
   await engine?.close();

@@ -1,0 +1,367 @@
+"""Kangaroo adapter (methods.md §3): self-speculation with double early exit, trained by
+self-distillation on the frozen target, exported with the split target graphs it drafts and
+verifies with.
+
+usage: /usr/bin/python3 models/tooling/kangaroo.py WORK_DIR MODEL_DIR [--steps N] [--seq 512]
+       [--batch 4] [--threads 1]
+
+The drafter is the target's own first `l` layers (l = the model's `shallow_layers`, 2 here) plus an
+adapter: x + Attention(RMSNorm(x)), then a final RMSNorm, then the target's frozen tied LM head.
+The adapter maps the layer-l residual state to the final one at the SAME position; its label is the
+target's softmax at that position (soft cross-entropy, as the reference trains it). The final norm
+starts from the target's final norm and the attention output projection from zero, so training
+starts at plain early exit (layer l -> final norm -> LM head) and only improves on it.
+
+Exports (MODEL_DIR/kangaroo/; the embedding / LM head is stored once, as external data embed.f32):
+  draft.onnx    one drafting step for new tokens after a cached prefix:
+                input_ids [B,T], position_ids [B,T], attention_bias [B,1,T,P+T],
+                past_key_values.{0..l-1}.{key,value} [B,P,KV,hd], adapter_past.{key,value} [B,P,KV,hd]
+                -> hidden_shallow [B,T,D], new_key_values.{0..l-1}.{key,value} [B,T,KV,hd],
+                   adapter_new.{key,value} [B,T,KV,hd], top_ids [B,T] int64, top_probs [B,T]
+  adapter.onnx  adapter K/V for committed rows whose shallow state the engine already has:
+                hidden_shallow [B,T,D], position_ids [B,T] -> adapter_new.{key,value} [B,T,KV,hd]
+  deep.onnx     the target's layers l..L-1 + final norm + LM head, fed the shallow states:
+                hidden_shallow [B,T,D], position_ids, attention_bias,
+                past_key_values.{l..L-1}.{key,value} -> logits, hidden, new_key_values.{l..L-1}.*
+  kangaroo.json manifest (files, sha256, dims, parameters, held-out agreement, training)
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import Attention, RMSNorm, causal_bias, rotate_half  # noqa: E402
+from export import retie_lm_head  # noqa: E402
+from heads import load_target, soft_ce  # noqa: E402
+from train import batch_at, lr_at  # noqa: E402
+
+EMBED_FILE = "embed.f32"
+OPSET = 17
+
+
+class Adapter(nn.Module):
+    """One attention block without MLP and two RMSNorms (the reference's AdapterModel)."""
+
+    def __init__(self, c, final_norm):
+        super().__init__()
+        self.norm_in = RMSNorm(c.d_model, c.norm_eps)
+        self.attn = Attention(c)
+        for w in (self.attn.wq, self.attn.wk, self.attn.wv):
+            nn.init.normal_(w.weight, std=0.02)
+        nn.init.zeros_(self.attn.wo.weight)
+        self.norm_out = RMSNorm(c.d_model, c.norm_eps)
+        with torch.no_grad():
+            self.norm_out.weight.copy_(final_norm.weight)
+
+    def forward(self, x, cos, sin, bias, pk=None, pv=None):
+        a, k, v = self.attn(self.norm_in(x), cos, sin, bias, pk, pv)
+        return self.norm_out(x + a), k, v
+
+
+def shallow_forward(m, l, ids, cos, sin, bias, past):
+    x = m.embed(ids)
+    new = []
+    for i in range(l):
+        pk, pv = past[i] if past is not None else (None, None)
+        x, k, v = m.layers[i](x, cos, sin, bias, pk, pv)
+        new.append((k, v))
+    return x, new
+
+
+def deep_forward(m, l, x, cos, sin, bias, past):
+    new = []
+    for j, i in enumerate(range(l, m.c.n_layers)):
+        pk, pv = past[j] if past is not None else (None, None)
+        x, k, v = m.layers[i](x, cos, sin, bias, pk, pv)
+        new.append((k, v))
+    h = m.norm(x)
+    return m.lm_head(h), h, new
+
+
+class DraftExport(nn.Module):
+    def __init__(self, m, adapter, l):
+        super().__init__()
+        self.m, self.adapter, self.l = m, adapter, l
+
+    def forward(self, input_ids, position_ids, attention_bias, *flat):
+        l = self.l
+        past = [(flat[2 * i], flat[2 * i + 1]) for i in range(l)]
+        apk, apv = flat[2 * l], flat[2 * l + 1]
+        cos, sin = self.m.rope(position_ids)
+        x, new = shallow_forward(self.m, l, input_ids, cos, sin, attention_bias, past)
+        z, ak, av = self.adapter(x, cos, sin, attention_bias, apk, apv)
+        p = F.softmax(self.m.lm_head(z), dim=-1)
+        top_p, top_i = p.max(dim=-1)
+        out = [x]
+        for k, v in new:
+            out += [k, v]
+        return tuple(out + [ak, av, top_i, top_p])
+
+
+class AdapterKvExport(nn.Module):
+    def __init__(self, m, adapter):
+        super().__init__()
+        self.m, self.adapter = m, adapter
+
+    def forward(self, hidden_shallow, position_ids):
+        cos, sin = self.m.rope(position_ids)
+        a = self.adapter.attn
+        B, T, _ = hidden_shallow.shape
+        x = self.adapter.norm_in(hidden_shallow)
+        k = a.wk(x).view(B, T, a.kv, a.hd)
+        v = a.wv(x).view(B, T, a.kv, a.hd)
+        k = k * cos + rotate_half(k) * sin
+        return k, v
+
+
+class DeepExport(nn.Module):
+    def __init__(self, m, l):
+        super().__init__()
+        self.m, self.l = m, l
+
+    def forward(self, hidden_shallow, position_ids, attention_bias, *flat):
+        past = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(flat) // 2)]
+        cos, sin = self.m.rope(position_ids)
+        logits, h, new = deep_forward(self.m, self.l, hidden_shallow, cos, sin, attention_bias, past)
+        out = [logits, h]
+        for k, v in new:
+            out += [k, v]
+        return tuple(out)
+
+
+def externalize_embedding(path, W):
+    """Re-tie the LM head to the embedding initializer and store that once as external data."""
+    mo = onnx.load(path)
+    names = [i.name for i in mo.graph.initializer if list(i.dims) == list(W.shape)]
+    if not names:  # only the head's folded transpose was kept: add the embedding back
+        mo.graph.initializer.append(onnx.numpy_helper.from_array(W.numpy(), "m.embed.weight"))
+        names = ["m.embed.weight"]
+    emb = names[0]
+    retie_lm_head(mo, emb)
+    for init in mo.graph.initializer:
+        if init.name == emb:
+            init.ClearField("raw_data")
+            init.data_location = onnx.TensorProto.EXTERNAL
+            del init.external_data[:]
+            for k, v in (("location", EMBED_FILE), ("offset", "0"), ("length", str(W.numel() * 4))):
+                e = init.external_data.add()
+                e.key, e.value = k, v
+    onnx.save(mo, path)
+    onnx.checker.check_model(path)
+
+
+def export_all(m, adapter, l, out_dir):
+    c = m.c
+    KV, HD, D = c.n_kv_heads, c.head_dim, c.d_model
+    m.embed.weight.detach().numpy().astype("<f4").tofile(os.path.join(out_dir, EMBED_FILE))
+    B, T, P = 2, 3, 4
+    ids = torch.randint(0, c.vocab, (B, T))
+    pos = torch.arange(P, P + T).expand(B, T).contiguous()
+    bias = causal_bias(T, P).expand(B, 1, T, P + T).contiguous()
+    bt = {0: "batch", 1: "new"}
+    bp = {0: "batch", 1: "past"}
+    dyn_bias = {0: "batch", 2: "new", 3: "total"}
+
+    # draft step
+    ins = ["input_ids", "position_ids", "attention_bias"]
+    dyn = {"input_ids": bt, "position_ids": bt, "attention_bias": dyn_bias}
+    outs = ["hidden_shallow"]
+    for i in range(l):
+        for kv in ("key", "value"):
+            ins.append(f"past_key_values.{i}.{kv}")
+            outs.append(f"new_key_values.{i}.{kv}")
+            dyn[ins[-1]], dyn[outs[-1]] = bp, bt
+    for kv in ("key", "value"):
+        ins.append(f"adapter_past.{kv}")
+        outs.append(f"adapter_new.{kv}")
+        dyn[ins[-1]], dyn[outs[-1]] = bp, bt
+    outs += ["top_ids", "top_probs"]
+    dyn.update({"hidden_shallow": bt, "top_ids": bt, "top_probs": bt})
+    past = [torch.randn(B, P, KV, HD) for _ in range(2 * l + 2)]
+    path = os.path.join(out_dir, "draft.onnx")
+    torch.onnx.export(DraftExport(m, adapter, l), (ids, pos, bias, *past), path, input_names=ins, output_names=outs,
+                      dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
+    externalize_embedding(path, m.embed.weight.detach())
+
+    # adapter K/V for rows the engine computed
+    path = os.path.join(out_dir, "adapter.onnx")
+    torch.onnx.export(AdapterKvExport(m, adapter), (torch.randn(B, T, D), pos), path,
+                      input_names=["hidden_shallow", "position_ids"], output_names=["adapter_new.key", "adapter_new.value"],
+                      dynamic_axes={"hidden_shallow": bt, "position_ids": bt, "adapter_new.key": bt, "adapter_new.value": bt},
+                      opset_version=OPSET, do_constant_folding=True)
+    onnx.checker.check_model(path)
+
+    # deep layers
+    ins = ["hidden_shallow", "position_ids", "attention_bias"]
+    dyn = {"hidden_shallow": bt, "position_ids": bt, "attention_bias": dyn_bias, "logits": bt, "hidden": bt}
+    outs = ["logits", "hidden"]
+    for i in range(l, c.n_layers):
+        for kv in ("key", "value"):
+            ins.append(f"past_key_values.{i}.{kv}")
+            outs.append(f"new_key_values.{i}.{kv}")
+            dyn[ins[-1]], dyn[outs[-1]] = bp, bt
+    past = [torch.randn(B, P, KV, HD) for _ in range(2 * (c.n_layers - l))]
+    path = os.path.join(out_dir, "deep.onnx")
+    torch.onnx.export(DeepExport(m, l), (torch.randn(B, T, D), pos, bias, *past), path, input_names=ins, output_names=outs,
+                      dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
+    externalize_embedding(path, m.embed.weight.detach())
+
+
+def losses(m, adapter, l, x):
+    """Soft CE of the adapter's early exit against the target at the same position; top-1
+    agreement of early exit with and without the adapter."""
+    B, T = x.shape
+    with torch.no_grad():
+        pos = torch.arange(T).unsqueeze(0).expand(B, T)
+        cos, sin = m.rope(pos)
+        bias = causal_bias(T)
+        logits, _h, shallow, _ = m(x)
+        p = F.softmax(logits, dim=-1)
+        want = logits.argmax(-1)
+        plain_exit = m.lm_head(m.norm(shallow)).argmax(-1)
+    z, _, _ = adapter(shallow, cos, sin, bias)
+    lg = m.lm_head(z)
+    loss = soft_ce(lg, p)
+    with torch.no_grad():
+        q = F.softmax(lg, dim=-1)
+        top_p, top_i = q.max(-1)
+        acc = (top_i == want).float().mean().item()
+        base = (plain_exit == want).float().mean().item()
+        overlap = torch.minimum(p, q).sum(-1).mean().item()  # the reference's acceptance proxy
+        conf = top_p.flatten().numpy()
+        hit = (top_i == want).flatten().numpy()
+    return loss, acc, base, overlap, conf, hit
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_split(m, l):
+    """The split graphs' composition must equal the full target (torch side; Node checks ONNX)."""
+    torch.manual_seed(1)
+    x = torch.randint(0, m.c.vocab, (1, 24))
+    full, h, shallow, _ = m(x)
+    pos = torch.arange(24).unsqueeze(0)
+    cos, sin = m.rope(pos)
+    s, _ = shallow_forward(m, l, x, cos, sin, causal_bias(24), None)
+    logits, _, _ = deep_forward(m, l, s, cos, sin, causal_bias(24), None)
+    err = (logits - full).abs().max().item()
+    assert err < 1e-4, f"shallow+deep differs from the full target by {err}"
+    return err
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("work")
+    ap.add_argument("model_dir")
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=2404)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    m, cfg = load_target(a.work)
+    l = cfg.shallow_layers
+    print(f"[kangaroo] exit layer {l} of {cfg.n_layers}; shallow+deep == full (max |diff| {check_split(m, l):.2e})", flush=True)
+    train = np.fromfile(os.path.join(a.work, "train.u16"), dtype=np.uint16)
+    valid = np.fromfile(os.path.join(a.work, "valid.u16"), dtype=np.uint16)
+    adapter = Adapter(cfg, m.norm)
+    opt = torch.optim.AdamW(adapter.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    ckpt = os.path.join(a.work, "kangaroo.pt")
+    log_path = os.path.join(a.work, "kangaroo_log.jsonl")
+    step, elapsed = 0, 0.0
+    if os.path.exists(ckpt):
+        ck = torch.load(ckpt, map_location="cpu")
+        adapter.load_state_dict(ck["adapter"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed = ck["step"], ck["elapsed"]
+        print(f"[kangaroo] resumed at step {step}", flush=True)
+    n_params = sum(p.numel() for p in adapter.parameters())
+    print(f"[kangaroo] adapter {n_params / 1e6:.3f} M parameters (+ the target's tied LM head), {a.steps} steps", flush=True)
+    t_last = time.time()
+    while step < a.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, a.steps, a.lr, max(1, a.steps // 20))
+        x, _ = batch_at(train, step, a.seed, a.batch, a.seq)
+        loss, acc, base, overlap, _, _ = losses(m, adapter, l, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
+        opt.step()
+        step += 1
+        now = time.time()
+        elapsed += now - t_last
+        t_last = now
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "top1": round(acc, 4), "early_exit_top1": round(base, 4),
+                                "overlap": round(overlap, 4)}) + "\n")
+        if step % 10 == 0 or step == a.steps:
+            eta = (a.steps - step) * elapsed / step
+            print(f"[kangaroo] step {step}/{a.steps} loss {loss.item():.3f} top1 {acc:.3f} (plain early exit {base:.3f}) "
+                  f"overlap {overlap:.3f} eta {eta / 60:.1f} min", flush=True)
+        if step % 50 == 0 or step == a.steps:
+            torch.save({"adapter": adapter.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt)
+
+    # held-out: agreement with the target's argmax, and how confidence separates hits from misses
+    adapter.eval()
+    accs, bases, overlaps, confs, hits = [], [], [], [], []
+    with torch.no_grad():
+        for i in range(0, min(valid.size - a.seq - 1, 40 * a.seq), a.seq):
+            x = torch.from_numpy(valid[i:i + a.seq].astype(np.int64)).unsqueeze(0)
+            _, acc, base, overlap, conf, hit = losses(m, adapter, l, x)
+            accs.append(acc)
+            bases.append(base)
+            overlaps.append(overlap)
+            confs.append(conf)
+            hits.append(hit)
+    conf, hit = np.concatenate(confs), np.concatenate(hits)
+    by_threshold = {}
+    for eta in (0.2, 0.4, 0.6, 0.8):
+        above = conf >= eta
+        by_threshold[str(eta)] = {"fraction_above": round(float(above.mean()), 4),
+                                  "top1_above": round(float(hit[above].mean()) if above.any() else 0.0, 4),
+                                  "top1_below": round(float(hit[~above].mean()) if (~above).any() else 0.0, 4)}
+    out_dir = os.path.join(a.model_dir, "kangaroo")
+    os.makedirs(out_dir, exist_ok=True)
+    export_all(m, adapter, l, out_dir)
+    files = ["draft.onnx", "adapter.onnx", "deep.onnx", EMBED_FILE]
+    medusa = os.path.join(a.model_dir, "heads", "medusa.json")
+    medusa_params = json.load(open(medusa))["parameters"] if os.path.exists(medusa) else None
+    manifest = {
+        "kind": "kangaroo", "exit_layer": l, "layers": cfg.n_layers, "hidden_size": cfg.d_model,
+        "kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
+        "hidden": f"residual stream after layer {l} (pre-norm)",
+        "files": {f: {"bytes": os.path.getsize(os.path.join(out_dir, f)), "sha256": sha256(os.path.join(out_dir, f))} for f in files},
+        "parameters": int(n_params), "medusa_parameters": medusa_params,
+        "lm_head": "tied to the target embedding (frozen)",
+        "training": {"steps": step, "seq": a.seq, "batch": a.batch, "lr": a.lr, "minutes": round(elapsed / 60, 1),
+                     "labels": "self-distillation: target softmax at the same position"},
+        "heldout_top1": round(float(np.mean(accs)), 4),
+        "heldout_early_exit_top1": round(float(np.mean(bases)), 4),
+        "heldout_overlap": round(float(np.mean(overlaps)), 4),
+        "heldout_by_confidence": by_threshold,
+    }
+    json.dump(manifest, open(os.path.join(out_dir, "kangaroo.json"), "w"), indent=2)
+    print(f"[kangaroo] held-out top-1 {manifest['heldout_top1']} (plain early exit {manifest['heldout_early_exit_top1']}), "
+          f"overlap {manifest['heldout_overlap']}; by confidence {json.dumps(by_threshold)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+// Kangaroo (methods.md §3): self-speculation with double early exit. The drafter is the target's
+// own first `l` layers plus a small adapter (one attention block, two RMSNorms) ending in the
+// target's frozen LM head. It drafts a chain, one token per call of kangaroo/draft.onnx, and stops
+// when its top-1 probability falls below η (the low-confidence token is still proposed) or after γ
+// tokens. It hands the engine the shallow states and shallow K/V it computed for root + drafts, so
+// verification runs only the target's deep layers (kangaroo/deep.onnx): shallow work is not done
+// twice. Chains of top-1 picks are verified with the deterministic rule: lossless.
+//
+// Caches: the shallow layers' K/V for committed rows are the target's own (read from the engine's
+// KV cache); the adapter keeps its own one-layer K/V per sequence. After verification the adapter
+// keeps the rows of root + accepted drafts (the committed ones); since every draft call also runs
+// the last draft through the adapter, the "all accepted" case needs nothing extra. Committed rows
+// the drafter did not compute (the prompt, steps decoded without drafting) arrive as shallow
+// states through `history` and get their adapter K/V from kangaroo/adapter.onnx.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import { chain, DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
+import { headSession } from '../medusa/index.ts';
+
+/** Confidence below which drafting stops (the token is still proposed). Defaults to `0.6`
+ *  (the reference README's η). */
+export const KANGAROO_THRESHOLD = 0.6;
+/** Most tokens drafted per step (γ). Defaults to `6`. */
+export const KANGAROO_MAX_STEPS = 6;
+
+export interface KangarooManifest {
+  exit_layer: number;
+  layers: number;
+  hidden_size: number;
+  kv_heads: number;
+  head_dim: number;
+  parameters: number;
+  heldout_top1: number;
+}
+
+export function loadKangarooManifest(modelDir: string): KangarooManifest | null {
+  const file = path.join(modelDir, 'kangaroo', 'kangaroo.json');
+  return existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : null;
+}
+
+/** The split target graph the engine verifies Kangaroo drafts with, when the model has one. */
+export function kangarooDeepGraph(modelDir: string): { file: string; fromLayer: number } | null {
+  const m = loadKangarooManifest(modelDir);
+  const file = path.join(modelDir, 'kangaroo', 'deep.onnx');
+  return m && existsSync(file) ? { file, fromLayer: m.exit_layer } : null;
+}
+
+interface SeqState {
+  /** Adapter K/V rows [capacity, W]; rows [0, len) are committed. */
+  k: Float32Array;
+  v: Float32Array;
+  len: number;
+  /** Shallow states of committed rows at positions >= len, oldest first, waiting for adapter K/V. */
+  backlog: Float32Array[];
+  backlogFrom: number;
+  /** Rows the last draft wrote past `len` (root + drafts), kept or dropped in observe. */
+  pending: number;
+}
+
+export class KangarooDrafter implements Drafter {
+  readonly name = 'kangaroo';
+  readonly needs;
+  private readonly seqs = new Map<number, SeqState>();
+  private readonly W: number;
+  private shallowK: Float32Array[] = [];
+  private shallowV: Float32Array[] = [];
+
+  private constructor(
+    private readonly draft: ort.InferenceSession,
+    private readonly adapterKv: ort.InferenceSession,
+    readonly manifest: KangarooManifest,
+    private readonly context: number,
+  ) {
+    this.W = manifest.kv_heads * manifest.head_dim;
+    this.needs = { hidden: false, history: 'shallow', pastLayers: manifest.exit_layer, treeMask: true } as const;
+  }
+
+  static async load(env: { modelDir: string; shallowLayers?: number; contextLength?: number }): Promise<KangarooDrafter> {
+    const m = loadKangarooManifest(env.modelDir);
+    if (!m) throw new DrafterUnavailable(`no Kangaroo adapter at ${path.join(env.modelDir, 'kangaroo')} (trained by models/tooling/kangaroo.py)`);
+    if (env.shallowLayers !== undefined && env.shallowLayers !== m.exit_layer)
+      throw new DrafterUnavailable(`adapter exits at layer ${m.exit_layer} but the model's hidden_shallow is after layer ${env.shallowLayers}`);
+    const dir = path.join(env.modelDir, 'kangaroo');
+    return new KangarooDrafter(
+      await headSession(path.join(dir, 'draft.onnx')),
+      await headSession(path.join(dir, 'adapter.onnx')),
+      m,
+      env.contextLength ?? 1024,
+    );
+  }
+
+  private state(seqId: number): SeqState {
+    let st = this.seqs.get(seqId);
+    if (!st) {
+      st = { k: new Float32Array(0), v: new Float32Array(0), len: 0, backlog: [], backlogFrom: 0, pending: 0 };
+      this.seqs.set(seqId, st);
+    }
+    return st;
+  }
+
+  private reserve(st: SeqState, rows: number): void {
+    if (st.k.length >= rows * this.W) return;
+    const cap = Math.min(Math.max(rows, 2 * st.k.length / this.W, 64), this.context + KANGAROO_MAX_STEPS + 2);
+    const k = new Float32Array(Math.max(cap, rows) * this.W);
+    const v = new Float32Array(k.length);
+    k.set(st.k);
+    v.set(st.v);
+    st.k = k;
+    st.v = v;
+  }
+
+  async propose(batch: readonly DraftContext[]): Promise<(DraftTree | null)[]> {
+    const out: (DraftTree | null)[] = [];
+    for (const ctx of batch) out.push(await this.proposeOne(ctx));
+    return out;
+  }
+
+  private async proposeOne(ctx: DraftContext): Promise<DraftTree | null> {
+    const st = this.state(ctx.seqId);
+    const committed = ctx.tokens.length - 1; // the root is not cached yet
+    this.takeHistory(st, ctx);
+    await this.catchUp(st, committed);
+    if (st.len !== committed || !ctx.readPast) return null; // history incomplete: skip this step
+
+    const l = this.manifest.exit_layer;
+    const D = this.manifest.hidden_size;
+    const W = this.W;
+    const maxN = Math.min(ctx.maxNodes, KANGAROO_MAX_STEPS);
+    const cap = committed + maxN + 1;
+    if (this.shallowK.length !== l || this.shallowK[0].length < cap * W) {
+      const size = Math.max(cap, 2 * (this.shallowK[0]?.length ?? 0) / W) * W;
+      this.shallowK = Array.from({ length: l }, () => new Float32Array(size));
+      this.shallowV = Array.from({ length: l }, () => new Float32Array(size));
+    }
+    if (ctx.readPast(this.shallowK, this.shallowV) !== committed) return null;
+    this.reserve(st, cap);
+
+    const hidden = new Float32Array((maxN + 1) * D);
+    const keys = Array.from({ length: l }, () => new Float32Array((maxN + 1) * W));
+    const values = Array.from({ length: l }, () => new Float32Array((maxN + 1) * W));
+    const drafts: number[] = [];
+    let token = ctx.tokens[committed];
+    let lowConfidence = false;
+    for (let i = 0; ; i++) {
+      const P = committed + i;
+      const feeds: Record<string, ort.Tensor> = {
+        input_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(token)), [1, 1]),
+        position_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(P)), [1, 1]),
+        attention_bias: new ort.Tensor('float32', new Float32Array(P + 1), [1, 1, 1, P + 1]),
+        'adapter_past.key': new ort.Tensor('float32', st.k.subarray(0, P * W), [1, P, this.manifest.kv_heads, this.manifest.head_dim]),
+        'adapter_past.value': new ort.Tensor('float32', st.v.subarray(0, P * W), [1, P, this.manifest.kv_heads, this.manifest.head_dim]),
+      };
+      for (let j = 0; j < l; j++) {
+        feeds[`past_key_values.${j}.key`] = new ort.Tensor('float32', this.shallowK[j].subarray(0, P * W), [1, P, this.manifest.kv_heads, this.manifest.head_dim]);
+        feeds[`past_key_values.${j}.value`] = new ort.Tensor('float32', this.shallowV[j].subarray(0, P * W), [1, P, this.manifest.kv_heads, this.manifest.head_dim]);
+      }
+      const r = await this.draft.run(feeds);
+      hidden.set(r.hidden_shallow.data as Float32Array, i * D);
+      for (let j = 0; j < l; j++) {
+        const nk = r[`new_key_values.${j}.key`].data as Float32Array;
+        const nv = r[`new_key_values.${j}.value`].data as Float32Array;
+        this.shallowK[j].set(nk, P * W);
+        this.shallowV[j].set(nv, P * W);
+        keys[j].set(nk, i * W);
+        values[j].set(nv, i * W);
+      }
+      st.k.set(r['adapter_new.key'].data as Float32Array, P * W);
+      st.v.set(r['adapter_new.value'].data as Float32Array, P * W);
+      // this call computed row i's features (the root's, then each draft's); its prediction is the
+      // next draft unless drafting is over
+      if (lowConfidence || drafts.length >= maxN) break;
+      token = Number((r.top_ids.data as BigInt64Array)[0]);
+      drafts.push(token);
+      if ((r.top_probs.data as Float32Array)[0] < KANGAROO_THRESHOLD) lowConfidence = true;
+    }
+    st.pending = drafts.length + 1;
+    if (drafts.length === 0) return null;
+    const rows = drafts.length + 1;
+    return {
+      ...chain(drafts),
+      stoppedEarly: lowConfidence,
+      features: {
+        layers: l,
+        hidden: hidden.subarray(0, rows * D),
+        keys: keys.map((a) => a.subarray(0, rows * W)),
+        values: values.map((a) => a.subarray(0, rows * W)),
+      },
+    };
+  }
+
+  /** Queues the shallow states of committed rows the adapter has no K/V for yet. */
+  private takeHistory(st: SeqState, ctx: DraftContext): void {
+    const h = ctx.history;
+    if (!h) return;
+    const D = this.manifest.hidden_size;
+    const n = h.rows.length / D;
+    for (let i = 0; i < n; i++) {
+      const pos = h.from + i;
+      if (pos < st.len) continue; // the drafter computed this row itself
+      if (st.backlog.length === 0) st.backlogFrom = pos;
+      if (pos !== st.backlogFrom + st.backlog.length) {
+        // a gap cannot happen when the engine delivers every row once, in order; start over
+        st.backlog = [];
+        st.backlogFrom = pos;
+      }
+      st.backlog.push(h.rows.subarray(i * D, (i + 1) * D));
+    }
+  }
+
+  /** Adapter K/V for backlog rows, so the adapter cache covers every committed row. */
+  private async catchUp(st: SeqState, committed: number): Promise<void> {
+    if (st.len >= committed) return;
+    const skip = st.len - st.backlogFrom;
+    const rows = st.backlog.slice(Math.max(0, skip), Math.max(0, skip) + committed - st.len);
+    if (skip < 0 || rows.length !== committed - st.len) return;
+    const D = this.manifest.hidden_size;
+    const T = rows.length;
+    const hidden = new Float32Array(T * D);
+    rows.forEach((r, i) => hidden.set(r, i * D));
+    const out = await this.adapterKv.run({
+      hidden_shallow: new ort.Tensor('float32', hidden, [1, T, D]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(st.len + i)), [1, T]),
+    });
+    this.reserve(st, committed + KANGAROO_MAX_STEPS + 1);
+    st.k.set(out['adapter_new.key'].data as Float32Array, st.len * this.W);
+    st.v.set(out['adapter_new.value'].data as Float32Array, st.len * this.W);
+    st.len = committed;
+    st.backlog = [];
+  }
+
+  observe(seqId: number, _committed: readonly number[], accepted: number): void {
+    const st = this.seqs.get(seqId);
+    if (!st || st.pending === 0) return;
+    // root + accepted drafts are committed; rejected rows' adapter K/V are simply overwritten later
+    st.len += Math.min(accepted + 1, st.pending);
+    st.pending = 0;
+  }
+
+  release(seqId: number): void {
+    this.seqs.delete(seqId);
+  }
+}

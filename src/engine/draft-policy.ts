@@ -1,0 +1,90 @@
+// How many draft tokens a step may verify per sequence, chosen from measured goodput.
+//
+// Whether speculation pays depends on things the scheduler cannot know in advance: how well the
+// drafters predict this traffic, what drafting costs, and how the forward's cost grows with the
+// tokens it verifies (nearly free while a step is bound by reading weights, full price once it is
+// bound by compute, which on a CPU happens at a few dozen tokens). So it measures. For each batch
+// size class (1, 2-3, 4-7, 8-15, 16-31, 32+) it keeps the rate at which decode steps emitted
+// tokens (tokens per millisecond, drafting and verification included) under each cap on the
+// per-sequence draft budget, 0 (plain decoding) to 8, and uses the best. One step in EXPLORE_EVERY
+// tries another cap (least tried first), so the estimates follow the traffic as it changes; caps
+// never tried are tried first. The per-sequence budget (from that sequence's own acceptance) still
+// applies under the cap: the policy only limits, so a sequence the drafter cannot predict is not
+// made to draft.
+//
+// Greedy and sampled outputs do not depend on the cap (verification is lossless), only speed does.
+
+/** Caps tried, per sequence and step. */
+export const DRAFT_CAPS = [0, 1, 2, 4, 8] as const;
+/** One decode step in this many tries a cap other than the best. Defaults to `16`. */
+export const EXPLORE_EVERY = 16;
+/** Weight of the newest measurement in a cap's running rate. Defaults to `0.1`. */
+const EMA = 0.1;
+
+interface Arm {
+  tries: number;
+  rate: number; // tokens per ms
+}
+
+export class DraftCapPolicy {
+  private readonly arms = new Map<number, Arm[]>();
+  private steps = new Map<number, number>();
+
+  constructor(private readonly caps: readonly number[] = DRAFT_CAPS) {}
+
+  /** Batch size class: 0 for 1 sequence, then one class per doubling, the last from 32 up. */
+  static classOf(batch: number): number {
+    return Math.min(5, Math.floor(Math.log2(Math.max(1, batch))));
+  }
+
+  private armsFor(cls: number): Arm[] {
+    let a = this.arms.get(cls);
+    if (!a) {
+      a = this.caps.map(() => ({ tries: 0, rate: 0 }));
+      this.arms.set(cls, a);
+    }
+    return a;
+  }
+
+  /** The cap for a decode step over `batch` sequences, and its index for `record`. */
+  choose(batch: number): { cap: number; arm: number } {
+    const cls = DraftCapPolicy.classOf(batch);
+    const arms = this.armsFor(cls);
+    const step = (this.steps.get(cls) ?? 0) + 1;
+    this.steps.set(cls, step);
+    const untried = arms.findIndex((a) => a.tries === 0);
+    let arm: number;
+    if (untried >= 0) arm = untried;
+    else if (step % EXPLORE_EVERY === 0) {
+      const best = this.best(arms);
+      arm = arms.reduce((m, a, i) => (i !== best && (m < 0 || a.tries < arms[m].tries) ? i : m), -1);
+    } else arm = this.best(arms);
+    return { cap: this.caps[arm], arm };
+  }
+
+  /** A decode step under `arm` emitted `tokens` in `ms` (drafting + forward + verification). */
+  record(batch: number, arm: number, tokens: number, ms: number): void {
+    if (ms <= 0) return;
+    const a = this.armsFor(DraftCapPolicy.classOf(batch))[arm];
+    const rate = tokens / ms;
+    a.rate = a.tries === 0 ? rate : a.rate + EMA * (rate - a.rate);
+    a.tries++;
+  }
+
+  private best(arms: Arm[]): number {
+    let b = 0;
+    for (let i = 1; i < arms.length; i++) if (arms[i].rate > arms[b].rate) b = i;
+    return b;
+  }
+
+  /** Current best cap per batch size class that has been measured (for metrics). */
+  snapshot(): { batchClass: string; cap: number; tokensPerMs: number }[] {
+    const names = ['1', '2-3', '4-7', '8-15', '16-31', '32+'];
+    return [...this.arms.entries()]
+      .filter(([, arms]) => arms.some((a) => a.tries > 0))
+      .map(([cls, arms]) => {
+        const b = this.best(arms);
+        return { batchClass: names[cls], cap: this.caps[b], tokensPerMs: arms[b].rate };
+      });
+  }
+}
