@@ -21,6 +21,12 @@ export const EXPLORE_EVERY = 16;
 /** Weight of the newest measurement in a cap's running rate. Defaults to `0.1`. */
 const EMA = 0.1;
 
+export interface DraftCapSnapshot {
+  batchClass: string;
+  cap: number;
+  tokensPerMs: number;
+}
+
 interface Arm {
   tries: number;
   rate: number; // tokens per ms
@@ -78,7 +84,7 @@ export class DraftCapPolicy {
   }
 
   /** Current best cap per batch size class that has been measured (for metrics). */
-  snapshot(): { batchClass: string; cap: number; tokensPerMs: number }[] {
+  snapshot(): DraftCapSnapshot[] {
     const names = ['1', '2-3', '4-7', '8-15', '16-31', '32+'];
     return [...this.arms.entries()]
       .filter(([, arms]) => arms.some((a) => a.tries > 0))

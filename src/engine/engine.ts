@@ -7,7 +7,7 @@ import type { KvStats } from '../kvcache/paged.ts';
 import { LANTERN_DELTA, LANTERN_K } from './lantern.ts';
 import { loadModelConfig, type ModelConfig } from './model-config.ts';
 import type { EngineOptions } from './options.ts';
-import type { FromWorker, SeqRequest, WireLogprob, WorkerInfo, WorkerInit } from './protocol.ts';
+import type { DraftCapSnapshot, FromWorker, SeqRequest, WireLogprob, WorkerInfo, WorkerInit } from './protocol.ts';
 import { Detokenizer, StopMatcher, TextCodec } from './text.ts';
 import type {
   ChatMessage, DrafterInfo, Engine, EngineInfo, EngineLoad, TextEvent, TextRequest, TokenLogprob,
@@ -17,7 +17,7 @@ export interface EngineHooks {
   log?: (level: 'info' | 'warn' | 'error', msg: string) => void;
   /** Called for every verified draft step (metrics). */
   onSpecStep?: (m: Extract<FromWorker, { type: 'spec_step' }>) => void;
-  onLoad?: (running: number, waiting: number, kv: KvStats) => void;
+  onLoad?: (running: number, waiting: number, kv: KvStats, draftCaps?: DraftCapSnapshot[]) => void;
   /** A request asked for a drafter (or policy) that could not run; it decoded plainly. */
   onFallback?: (drafter: string, reason: string) => void;
 }
@@ -115,7 +115,7 @@ export class LocalEngine implements Engine {
             return;
           case 'load':
             this.loadState = { running: m.running, waiting: m.waiting };
-            this.hooks.onLoad?.(m.running, m.waiting, m.kv);
+            this.hooks.onLoad?.(m.running, m.waiting, m.kv, m.draftCaps);
             return;
           case 'spec_step':
             this.hooks.onSpecStep?.(m);

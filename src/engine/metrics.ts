@@ -3,6 +3,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { KvStats } from '../kvcache/paged.ts';
 import type { EngineHooks } from './engine.ts';
+import type { DraftCapSnapshot } from './protocol.ts';
 
 export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log']): EngineHooks {
   const registers = [registry];
@@ -54,6 +55,16 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
       if (kv) this.set(kv.sequences);
     },
   });
+  let caps: DraftCapSnapshot[] = [];
+  new Gauge({
+    name: 'specserve_spec_draft_cap',
+    help: 'Draft tokens per sequence and step the goodput policy currently allows, by batch-size class (0 = speculation off)',
+    labelNames: ['batch_class'] as const,
+    registers,
+    collect() {
+      for (const c of caps) this.set({ batch_class: c.batchClass }, c.cap);
+    },
+  });
   return {
     log,
     onSpecStep(m) {
@@ -62,8 +73,9 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
     onFallback(drafter) {
       fallbacks.inc({ drafter });
     },
-    onLoad(_running, _waiting, stats) {
+    onLoad(_running, _waiting, stats, draftCaps) {
       kv = stats;
+      if (draftCaps) caps = draftCaps;
     },
   };
 }

@@ -31,6 +31,8 @@ export interface WireLogprob {
   top: { id: number; logprob: number }[];
 }
 
+export type DraftCapSnapshot = import('./draft-policy.ts').DraftCapSnapshot;
+
 export interface WireSpecStats {
   drafter: string;
   draftSteps: number;
@@ -67,7 +69,11 @@ export type FromWorker =
       spec?: WireSpecStats;
     }
   | { type: 'error'; id: number; code: 'queue_full' | 'internal_error' | 'request_timeout' | 'unknown_drafter'; message: string }
-  | { type: 'load'; running: number; waiting: number; kv: import('../kvcache/paged.ts').KvStats }
+  | {
+      type: 'load'; running: number; waiting: number; kv: import('../kvcache/paged.ts').KvStats;
+      /** The goodput policy's current best draft cap per batch-size class. */
+      draftCaps?: DraftCapSnapshot[];
+    }
   | { type: 'spec_step'; drafter: string; drafted: number; accepted: number; acceptedPositions: number[] };
 
 export interface WorkerInfo {

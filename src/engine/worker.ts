@@ -49,7 +49,7 @@ async function main() {
     const worked = await sched.step();
     const now = Date.now();
     if (now - lastLoad > 250 || !worked) {
-      send({ type: 'load', ...sched.load, kv: kv.stats() });
+      send({ type: 'load', ...sched.load, kv: kv.stats(), draftCaps: sched.draftCaps.snapshot() });
       lastLoad = now;
     }
     if (!worked) await new Promise<void>((r) => (wake = r));

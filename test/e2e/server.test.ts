@@ -79,6 +79,13 @@ describe('openai client against the real model', () => {
     const drafters = await (await fetch(`${server.url}/v1/drafters`)).json();
     assert.ok(drafters.data.some((d: { name: string; available: boolean }) => d.name === 'aded' && d.available));
     assert.ok((await metric(server.url, 'specserve_spec_decode_num_draft_tokens_total')) > 0);
+    // the goodput policy measured single-sequence steps and exports the cap it settled on
+    let cap: number | null = null;
+    for (let i = 0; i < 20 && cap === null; i++) {
+      cap = await metric(server.url, 'specserve_spec_draft_cap', 'batch_class="1"').catch(() => null);
+      if (cap === null) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(cap !== null && [0, 1, 2, 4, 8].includes(cap), `draft cap ${cap}`);
   });
 
   test('LANTERN is used only when asked for, and the response says so', async () => {
