@@ -274,6 +274,10 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=2404)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threshold", type=float, default=0.1,
+                    help="stop-drafting confidence eta written to the manifest; this adapter's confidence is low because "
+                         "the target's own distribution is flat (held-out by-confidence table), so the reference's 0.6 would "
+                         "stop after one token almost always")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -345,7 +349,7 @@ def main():
     medusa = os.path.join(a.model_dir, "heads", "medusa.json")
     medusa_params = json.load(open(medusa))["parameters"] if os.path.exists(medusa) else None
     manifest = {
-        "kind": "kangaroo", "exit_layer": l, "layers": cfg.n_layers, "hidden_size": cfg.d_model,
+        "kind": "kangaroo", "exit_layer": l, "threshold": a.threshold, "max_steps": 6, "layers": cfg.n_layers, "hidden_size": cfg.d_model,
         "kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
         "hidden": f"residual stream after layer {l} (pre-norm)",
         "files": {f: {"bytes": os.path.getsize(os.path.join(out_dir, f)), "sha256": sha256(os.path.join(out_dir, f))} for f in files},

@@ -18,7 +18,7 @@ after(async () => {
   await engine?.close();
 });
 
-const DRAFTERS = ['prompt-lookup', 'aded', 'medusa', 'hydra'];
+const DRAFTERS = ['prompt-lookup', 'aded', 'medusa', 'hydra', 'kangaroo'];
 const prompts = Object.values(PROMPTS).flat();
 
 for (const drafter of DRAFTERS) {

@@ -25,6 +25,9 @@ export const KANGAROO_THRESHOLD = 0.6;
 export const KANGAROO_MAX_STEPS = 6;
 
 export interface KangarooManifest {
+  /** Stop threshold η calibrated for this adapter (its confidence scale depends on the target's
+   *  entropy); KANGAROO_THRESHOLD when absent. */
+  threshold?: number;
   exit_layer: number;
   layers: number;
   hidden_size: number;
@@ -65,6 +68,7 @@ export class KangarooDrafter implements Drafter {
   private readonly W: number;
   private shallowK: Float32Array[] = [];
   private shallowV: Float32Array[] = [];
+  readonly threshold: number;
 
   private constructor(
     private readonly draft: ort.InferenceSession,
@@ -73,6 +77,7 @@ export class KangarooDrafter implements Drafter {
     private readonly context: number,
   ) {
     this.W = manifest.kv_heads * manifest.head_dim;
+    this.threshold = Number(process.env.SPECSERVE_KANGAROO_THRESHOLD ?? '') || (manifest.threshold ?? KANGAROO_THRESHOLD);
     this.needs = { hidden: false, history: 'shallow', pastLayers: manifest.exit_layer, treeMask: true } as const;
   }
 
@@ -172,7 +177,7 @@ export class KangarooDrafter implements Drafter {
       if (lowConfidence || drafts.length >= maxN) break;
       token = Number((r.top_ids.data as BigInt64Array)[0]);
       drafts.push(token);
-      if ((r.top_probs.data as Float32Array)[0] < KANGAROO_THRESHOLD) lowConfidence = true;
+      if ((r.top_probs.data as Float32Array)[0] < this.threshold) lowConfidence = true;
     }
     st.pending = drafts.length + 1;
     if (drafts.length === 0) return null;
