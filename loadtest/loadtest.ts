@@ -24,7 +24,9 @@ const program = new Command()
   .option('--port <n>', 'port for the server under test', (v) => parseInt(v, 10), 8765)
   .option('--model <dir>', 'model folder', path.join(ROOT, 'models', 'specserve-tiny'))
   .option('--concurrency <list>', 'concurrency levels', '1,4,16,32')
-  .option('--requests-per-client <n>', 'streaming requests each client sends per level', (v) => parseInt(v, 10), 3)
+  .option('--requests-per-client <n>', 'least streaming requests each client sends per level and round', (v) => parseInt(v, 10), 3)
+  .option('--min-requests <n>', 'least streaming requests per level and round over all clients (small levels send more each)', (v) => parseInt(v, 10), 32)
+  .option('--rounds <n>', 'rounds per level, plain and speculative alternating; medians are reported', (v) => parseInt(v, 10), 3)
   .option('--max-tokens <n>', 'tokens per request', (v) => parseInt(v, 10), 64)
   .option('--drafter <name>', 'drafter for the speculative runs', 'prompt-lookup')
   .option('--autocannon-seconds <n>', 'duration of the non-streaming run', (v) => parseInt(v, 10), 10)
@@ -81,6 +83,12 @@ async function scrape(base: string): Promise<Record<string, number>> {
   return out;
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
 function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return 0;
   const s = [...xs].sort((a, b) => a - b);
@@ -110,30 +118,48 @@ async function main() {
   const results: Record<string, Record<number, Record<string, number>>> = {};
   try {
     const modes = ['none', o.drafter];
-    const total = modes.length * levels.reduce((a, c) => a + c * o.requestsPerClient, 0);
-    const bar = new cliProgress.SingleBar({ format: ' {bar} {value}/{total} streams | drafter={mode} concurrency={c}' }, cliProgress.Presets.shades_classic);
-    bar.start(total, 0, { mode: '', c: 0 });
-    for (const mode of modes) {
-      results[mode] = {};
-      for (const c of levels) {
-        const before = await scrape(base);
-        const t0 = performance.now();
-        const all: StreamStats[] = [];
-        await Promise.all(
-          Array.from({ length: c }, async (_, client) => {
-            for (let i = 0; i < o.requestsPerClient; i++) {
-              all.push(await streamOne(base, modelId, prompts[(client + i) % prompts.length], o.maxTokens, mode));
-              bar.increment(1, { mode, c });
-            }
-          }),
-        );
-        const wall = (performance.now() - t0) / 1000;
-        const after = await scrape(base);
-        const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
-        const tokens = all.reduce((a, s) => a + s.tokens, 0);
+    const perClient = (c: number) => Math.max(o.requestsPerClient, Math.ceil(o.minRequests / c));
+    const perLevel = levels.reduce((a, c) => a + c * perClient(c), 0);
+    const total = (modes.length * o.rounds + 1) * perLevel; // + the warm-up
+    const bar = new cliProgress.SingleBar({ format: ' {bar} {value}/{total} streams | drafter={mode} concurrency={c} round={round}' }, cliProgress.Presets.shades_classic);
+    bar.start(total, 0, { mode: '', c: 0, round: 0 });
+    const runLevel = async (mode: string, c: number, round: number) => {
+      const before = await scrape(base);
+      const t0 = performance.now();
+      const all: StreamStats[] = [];
+      await Promise.all(
+        Array.from({ length: c }, async (_, client) => {
+          for (let i = 0; i < perClient(c); i++) {
+            all.push(await streamOne(base, modelId, prompts[(client * perClient(c) + i) % prompts.length], o.maxTokens, mode));
+            bar.increment(1, { mode, c, round });
+          }
+        }),
+      );
+      const wall = (performance.now() - t0) / 1000;
+      const after = await scrape(base);
+      return { all, wall, before, after };
+    };
+    // untimed warm-up at each level, so the goodput draft policy has measured its caps there
+    for (const c of levels) await runLevel(o.drafter, c, 0).then(() => undefined);
+    for (const mode of modes) results[mode] = {};
+    const ratios: Record<number, number[]> = {};
+    for (const c of levels) {
+      const rounds: Record<string, Awaited<ReturnType<typeof runLevel>>[]> = { [modes[0]]: [], [modes[1]]: [] };
+      for (let round = 1; round <= o.rounds; round++) {
+        // alternate which mode goes first, so slow drift of the machine hits both alike
+        for (const mode of round % 2 ? modes : [...modes].reverse()) rounds[mode].push(await runLevel(mode, c, round));
+      }
+      const rate = (r: Awaited<ReturnType<typeof runLevel>>) => r.all.reduce((a, s) => a + s.tokens, 0) / r.wall;
+      ratios[c] = rounds[modes[1]].map((r, i) => rate(r) / rate(rounds[modes[0]][i]));
+      for (const mode of modes) {
+        const runs = rounds[mode];
+        const all = runs.flatMap((r) => r.all);
+        const d = (k: string) => runs.reduce((a, r) => a + (r.after[k] ?? 0) - (r.before[k] ?? 0), 0);
         const gaps = all.flatMap((s) => s.gaps);
         results[mode][c] = {
-          aggregateTokensPerSecond: tokens / wall,
+          aggregateTokensPerSecond: median(runs.map(rate)),
+          aggregateTokensPerSecondMin: Math.min(...runs.map(rate)),
+          aggregateTokensPerSecondMax: Math.max(...runs.map(rate)),
           perRequestTokensPerSecond: all.reduce((a, s) => a + s.tokens / s.seconds, 0) / all.length,
           ttftP50ms: percentile(all.map((s) => s.ttft), 50),
           ttftP95ms: percentile(all.map((s) => s.ttft), 95),
@@ -142,6 +168,7 @@ async function main() {
           maxGapMs: Math.max(0, ...gaps),
           acceptanceRate: d('specserve_spec_decode_num_draft_tokens_total') ? d('specserve_spec_decode_num_accepted_tokens_total') / d('specserve_spec_decode_num_draft_tokens_total') : 0,
           requests: all.length,
+          ...(mode === modes[1] ? { ratioMedian: median(ratios[c]), ratioMin: Math.min(...ratios[c]), ratioMax: Math.max(...ratios[c]) } : {}),
         };
       }
     }
@@ -160,13 +187,13 @@ async function main() {
     const rows = levels.flatMap((c) =>
       ['none', o.drafter].map((m) => {
         const r = results[m][c];
-        const ratio = m === 'none' ? '-' : `${(r.aggregateTokensPerSecond / results.none[c].aggregateTokensPerSecond).toFixed(2)}x`;
+        const ratio = m === 'none' ? '-' : `${r.ratioMedian.toFixed(2)}x (${r.ratioMin.toFixed(2)}–${r.ratioMax.toFixed(2)})`;
         return [c, m === 'none' ? 'plain' : m, r.aggregateTokensPerSecond.toFixed(1), ratio, r.ttftP50ms.toFixed(0), r.ttftP95ms.toFixed(0), r.itlP50ms.toFixed(1), r.maxGapMs.toFixed(0), m === 'none' ? '-' : `${(r.acceptanceRate * 100).toFixed(0)}%`];
       }),
     );
-    let md = `### Load test (${date})\n\nServer on ${HOST}, ${o.maxTokens} tokens per streamed request, ${o.requestsPerClient} requests per client, machine: ${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}.\n`;
+    let md = `### Load test (${date})\n\nServer on ${HOST}, ${o.maxTokens} tokens per streamed request, at least ${o.minRequests} requests (and ${o.requestsPerClient} per client) per level and round, ${o.rounds} rounds alternating plain and speculative after an untimed warm-up; tokens/s and the ratio are medians over rounds (the ratio's range in brackets); machine: ${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}.\n`;
     md += `Command: \`npm run loadtest\`\n\n`;
-    md += mdTable(['concurrency', 'decoding', 'aggregate tok/s', 'vs plain', 'TTFT p50 ms', 'TTFT p95 ms', 'ITL p50 ms', 'max gap ms', 'accept rate'], rows);
+    md += mdTable(['concurrency', 'decoding', 'aggregate tok/s (median)', 'vs plain (median of rounds, range)', 'TTFT p50 ms', 'TTFT p95 ms', 'ITL p50 ms', 'max gap ms', 'accept rate'], rows);
     const c1 = results.none[levels[0]]?.aggregateTokensPerSecond;
     const c16 = results.none[16]?.aggregateTokensPerSecond;
     if (c1 && c16) md += `\nPlain aggregate tokens/s at concurrency 16 / concurrency 1: ${(c16 / c1).toFixed(2)}x.\n`;
