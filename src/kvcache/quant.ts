@@ -69,10 +69,94 @@ export function quantize(src: Float32Array, offset: number, tokens: number, chan
   return { bits, mode, tokens, channels, group, codes, scale, min };
 }
 
-/** Writes the reconstruction [tokens, channels] into `out` at `outOffset`. This runs for every
- *  quantized row on every step, so it unpacks a byte at a time (channels are a multiple of the
- *  codes per byte) instead of dividing per element. */
+/** Writes the reconstruction [tokens, channels] into `out` at `outOffset`: x' = min + code * scale,
+ *  computed exactly as `dequantizeReference` does (the same double expression, rounded to fp32 once
+ *  by the store), so the two agree bit for bit. This runs for every quantized row on every step, so
+ *  each mode and width has its own straight typed-array loop: a byte is loaded once and its 2 or 4
+ *  codes taken out by shifts; keys ('channel') walk a token row against one row of statistics,
+ *  values ('token') hoist each group's min and scale out of the loop. */
 export function dequantize(q: QuantBlock, out: Float32Array, outOffset: number): void {
+  const { bits, tokens, channels, group, codes, scale, min } = q;
+  if (channels % (8 / bits) !== 0) throw new Error(`channels ${channels} not a multiple of ${8 / bits}`);
+  if (q.mode === 'channel') {
+    if (bits === 8) channel8(tokens, channels, group, codes, scale, min, out, outOffset);
+    else if (bits === 4) channel4(tokens, channels, group, codes, scale, min, out, outOffset);
+    else channel2(tokens, channels, group, codes, scale, min, out, outOffset);
+  } else if ((group * bits) % 8 !== 0) {
+    dequantizeReference(q, out, outOffset); // a byte would span two groups
+  } else if (bits === 8) token8(tokens, channels / group, group, codes, scale, min, out, outOffset);
+  else if (bits === 4) token4(tokens, channels / group, group, codes, scale, min, out, outOffset);
+  else token2(tokens, channels / group, group, codes, scale, min, out, outOffset);
+}
+
+type Unpack = (tokens: number, a: number, b: number, codes: Uint8Array, scale: Float32Array, min: Float32Array, out: Float32Array, off: number) => void;
+
+const channel8: Unpack = (tokens, C, group, codes, scale, min, out, off) => {
+  for (let t = 0, b = 0, o = off; t < tokens; t++) {
+    for (let s = ((t / group) | 0) * C, end = s + C; s < end; s++, b++, o++) out[o] = min[s] + codes[b] * scale[s];
+  }
+};
+
+const channel4: Unpack = (tokens, C, group, codes, scale, min, out, off) => {
+  for (let t = 0, b = 0, o = off; t < tokens; t++) {
+    for (let s = ((t / group) | 0) * C, end = s + C; s < end; s += 2, b++, o += 2) {
+      const x = codes[b];
+      out[o] = min[s] + (x & 15) * scale[s];
+      out[o + 1] = min[s + 1] + (x >> 4) * scale[s + 1];
+    }
+  }
+};
+
+const channel2: Unpack = (tokens, C, group, codes, scale, min, out, off) => {
+  for (let t = 0, b = 0, o = off; t < tokens; t++) {
+    for (let s = ((t / group) | 0) * C, end = s + C; s < end; s += 4, b++, o += 4) {
+      const x = codes[b];
+      out[o] = min[s] + (x & 3) * scale[s];
+      out[o + 1] = min[s + 1] + ((x >> 2) & 3) * scale[s + 1];
+      out[o + 2] = min[s + 2] + ((x >> 4) & 3) * scale[s + 2];
+      out[o + 3] = min[s + 3] + (x >> 6) * scale[s + 3];
+    }
+  }
+};
+
+/** 'token' mode: `groups` groups of `group` channels per token, one (min, scale) each. */
+const token8: Unpack = (tokens, groups, group, codes, scale, min, out, off) => {
+  for (let s = 0, b = 0, o = off, n = tokens * groups; s < n; s++) {
+    const mn = min[s];
+    const sc = scale[s];
+    for (const end = b + group; b < end; b++, o++) out[o] = mn + codes[b] * sc;
+  }
+};
+
+const token4: Unpack = (tokens, groups, group, codes, scale, min, out, off) => {
+  for (let s = 0, b = 0, o = off, n = tokens * groups; s < n; s++) {
+    const mn = min[s];
+    const sc = scale[s];
+    for (const end = b + (group >> 1); b < end; b++, o += 2) {
+      const x = codes[b];
+      out[o] = mn + (x & 15) * sc;
+      out[o + 1] = mn + (x >> 4) * sc;
+    }
+  }
+};
+
+const token2: Unpack = (tokens, groups, group, codes, scale, min, out, off) => {
+  for (let s = 0, b = 0, o = off, n = tokens * groups; s < n; s++) {
+    const mn = min[s];
+    const sc = scale[s];
+    for (const end = b + (group >> 2); b < end; b++, o += 4) {
+      const x = codes[b];
+      out[o] = mn + (x & 3) * sc;
+      out[o + 1] = mn + ((x >> 2) & 3) * sc;
+      out[o + 2] = mn + ((x >> 4) & 3) * sc;
+      out[o + 3] = mn + (x >> 6) * sc;
+    }
+  }
+};
+
+/** The straightforward reconstruction, element by element: the reference `dequantize` must equal
+ *  bit for bit (tests). */
+export function dequantizeReference(q: QuantBlock, out: Float32Array, outOffset: number): void {
   const { bits, tokens, channels, group, codes, scale, min } = q;
   const perByte = 8 / bits;
   const mask = (1 << bits) - 1;

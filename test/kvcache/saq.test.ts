@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { PagedKvCache, type SaqOptions } from '../../src/kvcache/paged.ts';
-import { dequantize, quantize, requantize } from '../../src/kvcache/quant.ts';
+import { dequantize, dequantizeReference, quantize, requantize } from '../../src/kvcache/quant.ts';
 
 test('quantize/dequantize: every element within scale/2, per tier and mode', () => {
   fc.assert(
@@ -27,6 +27,31 @@ test('quantize/dequantize: every element within scale/2, per tier and mode', () 
       },
     ),
     { numRuns: 150 },
+  );
+});
+
+test('fast dequantize equals the element-by-element reference bit for bit (every width, mode, group, offset)', () => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom(8, 4, 2),
+      fc.constantFrom('channel' as const, 'token' as const),
+      fc.constantFrom(4, 8, 16, 32),
+      fc.integer({ min: 1, max: 4 }),
+      fc.integer({ min: 0, max: 7 }),
+      fc.array(fc.oneof(fc.float({ noNaN: true, noDefaultInfinity: true, min: -1e4, max: 1e4 }), fc.constantFrom(0, -0, 1e-30, -3.5)), { minLength: 32 * 32, maxLength: 32 * 32 }),
+      (bits, mode, group, groupsAlong, outOff, data) => {
+        const channels = mode === 'token' ? group * groupsAlong : 32;
+        const tokens = mode === 'channel' ? group * groupsAlong : 32;
+        const src = Float32Array.from(data.slice(0, tokens * channels));
+        const q = quantize(src, 0, tokens, channels, bits, mode, group);
+        const fast = new Float32Array(outOff + tokens * channels + 3).fill(NaN);
+        const ref = new Float32Array(outOff + tokens * channels + 3).fill(NaN);
+        dequantize(q, fast, outOff);
+        dequantizeReference(q, ref, outOff);
+        for (let i = 0; i < fast.length; i++) assert.ok(Object.is(fast[i], ref[i]), `index ${i}: ${fast[i]} vs ${ref[i]}`);
+      },
+    ),
+    { numRuns: 300 },
   );
 });
 
