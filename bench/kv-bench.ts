@@ -1,15 +1,22 @@
 // KV cache benchmark: fp32 vs SAQ on long contexts (≥ 1,000 tokens) with the real model.
 //   - KV bytes per token and in total at the end of the run (from the cache's own accounting)
-//   - greedy agreement with the fp32 cache over the first 256 generated tokens
+//   - greedy agreement with the fp32 cache over the first 256 generated tokens, free-running (each
+//     cache generates on its own, the issue's measure: one flip changes the rest of the text), for
+//     several prompts spread over the held-out text; with the fp32 top-1/top-2 margin where each
+//     prompt first diverges (a near-tie or a real error)
+//   - teacher-forced agreement: both caches score the same text (prompt + fp32's continuation)
+//     and we count positions where their top-1 tokens agree: each position judged on its own
 //   - held-out perplexity, scored through the cache (echo + logprobs, chunked prefill so later
 //     chunks attend to quantized KV)
-//   - tokens/s with each
+//   - tokens/s with each, and what building the past K/V (gather, with dequantization) costs per
+//     decode step next to the forward itself at the same context
 //   - how many 2,000-token sequences fit in a fixed budget
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import { PagedKvCache, SAQ_DEFAULTS } from '../src/kvcache/paged.ts';
-import { loadModelConfig } from '../src/engine/model-config.ts';
+import { loadModelConfig, type ModelConfig } from '../src/engine/model-config.ts';
+import { Runner } from '../src/engine/runner.ts';
 import type { TextRequest } from '../src/engine/types.ts';
 
 const GREEDY = { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
@@ -25,19 +32,32 @@ async function run(engine: LocalEngine, prompt: number[], maxTokens: number) {
   return { ids, seconds: (performance.now() - t0) / 1000 };
 }
 
-async function perplexity(engine: LocalEngine, ids: number[]): Promise<number> {
-  let nll = 0;
-  let n = 0;
-  for await (const ev of engine.generateText(req(ids, { maxTokens: 0, echo: true, logprobs: 0 }))) {
+/** Scores `ids` through the cache: per position (from 1), the token's log-probability and the
+ *  top two candidates (as text). */
+async function score(engine: LocalEngine, ids: number[]): Promise<{ logprob: number; top: { token: string; logprob: number }[] }[]> {
+  const out: { logprob: number; top: { token: string; logprob: number }[] }[] = [];
+  for await (const ev of engine.generateText(req(ids, { maxTokens: 0, echo: true, logprobs: 2 }))) {
     if (ev.type === 'text' && ev.logprobs) {
-      for (const lp of ev.logprobs) {
-        if (lp.logprob === null) continue;
-        nll -= lp.logprob;
-        n++;
-      }
+      for (const lp of ev.logprobs) if (lp.logprob !== null) out.push({ logprob: lp.logprob, top: lp.top.map((t) => ({ token: t.token, logprob: t.logprob })) });
     }
   }
-  return Math.exp(nll / n);
+  return out;
+}
+
+async function perplexity(engine: LocalEngine, ids: number[]): Promise<number> {
+  const s = await score(engine, ids);
+  return Math.exp(-s.reduce((a, x) => a + x.logprob, 0) / s.length);
+}
+
+export interface KvPromptResult {
+  offset: number;
+  /** Free-running: share of the 256 generated positions where both caches chose the same token. */
+  freeRunning: number;
+  firstDivergence: number | null;
+  /** fp32's top-1 minus top-2 log-probability where SAQ first chose differently (teacher-forced). */
+  fp32MarginAtDivergence: number | null;
+  /** Teacher-forced: same text scored by both, top-1 agreement over the generated positions. */
+  teacherForced: number;
 }
 
 export interface KvBenchResult {
@@ -46,9 +66,19 @@ export interface KvBenchResult {
   fp32: { bytesPerToken: number; bytes: number; tokensPerSecond: number; perplexity: number };
   saq: { bytesPerToken: number; bytes: number; tokensPerSecond: number; perplexity: number; config: typeof SAQ_DEFAULTS };
   bytesRatio: number;
+  /** Free-running greedy agreement over the first 256 generated tokens, mean over prompts. */
   greedyAgreement: number;
+  /** Earliest first divergence over the prompts. */
   firstDivergence: number | null;
+  /** Teacher-forced top-1 agreement over the generated positions, mean over prompts. */
+  teacherForcedAgreement: number;
+  /** Mean |log p(token)| difference between the caches over those positions (nats). */
+  meanAbsLogprobChange: number;
+  prompts: KvPromptResult[];
   perplexityChange: number;
+  /** Building the past K/V for one decode step at `contextTokens - 1` tokens (batch 1), and the
+   *  forward it feeds, in ms. */
+  stepCost: { past: number; gatherFp32Ms: number; gatherSaqMs: number; forwardMs: number };
   capacity2000: { budgetBytes: number; fp32: number; saq: number };
 }
 
@@ -61,44 +91,122 @@ export async function kvBench(modelDir: string, threads: number, log = console.l
   try {
     const all = engines.fp32.tokenize(heldout);
     const ctx = engines.fp32.info.contextLength;
-    const promptLen = Math.min(768, ctx - 256);
-    const prompt = all.slice(0, promptLen);
+    const G = 256;
+    const promptLen = Math.min(768, ctx - G);
     const scored = all.slice(0, Math.min(all.length, ctx - 1));
-    const out: Partial<Record<'fp32' | 'saq', { ids: number[]; seconds: number; ppl: number }>> = {};
-    for (const kind of ['fp32', 'saq'] as const) {
-      log(`kv bench: ${kind}: ${promptLen}-token prompt + 256 generated, perplexity over ${scored.length} held-out tokens`);
-      const r = await run(engines[kind], prompt, 256);
-      out[kind] = { ...r, ppl: await perplexity(engines[kind], scored) };
+    // prompts spread evenly over the held-out text (up to 8), not one lucky or unlucky passage
+    const nPrompts = Math.max(1, Math.min(8, Math.floor((all.length - promptLen) / 400) + 1));
+    const offsets = Array.from({ length: nPrompts }, (_, i) => (nPrompts === 1 ? 0 : Math.floor((i * (all.length - promptLen)) / (nPrompts - 1))));
+    const seconds = { fp32: 0, saq: 0 };
+    const prompts: KvPromptResult[] = [];
+    let absLp = 0;
+    let nLp = 0;
+    for (const offset of offsets) {
+      const prompt = all.slice(offset, offset + promptLen);
+      log(`kv bench: prompt at token ${offset}: ${promptLen} tokens + ${G} generated, fp32 and saq`);
+      const a = await run(engines.fp32, prompt, G);
+      const b = await run(engines.saq, prompt, G);
+      seconds.fp32 += a.seconds;
+      seconds.saq += b.seconds;
+      let same = 0;
+      let first: number | null = null;
+      for (let i = 0; i < G; i++) {
+        if (a.ids[i] === b.ids[i]) same++;
+        else if (first === null) first = i;
+      }
+      // teacher-forced: the same text (prompt + fp32's continuation, as much as the context holds)
+      const text = prompt.concat(a.ids).slice(0, ctx - 1);
+      const [sa, sb] = [await score(engines.fp32, text), await score(engines.saq, text)];
+      let tfSame = 0;
+      let tfN = 0;
+      let tfFirstMargin: number | null = null;
+      for (let p = promptLen - 1; p < sa.length; p++) {
+        // entry p scores token p + 1: generated token p + 1 - promptLen
+        tfN++;
+        absLp += Math.abs(sa[p].logprob - sb[p].logprob);
+        nLp++;
+        if (sa[p].top[0].token === sb[p].top[0].token) tfSame++; // top candidates come as text
+      }
+      if (first !== null) {
+        const e = sa[promptLen - 1 + first];
+        tfFirstMargin = e && e.top.length > 1 ? e.top[0].logprob - e.top[1].logprob : null;
+      }
+      prompts.push({ offset, freeRunning: same / G, firstDivergence: first, fp32MarginAtDivergence: tfFirstMargin, teacherForced: tfSame / tfN });
+      log(`  free-running ${((same / G) * 100).toFixed(1)}% (first divergence ${first ?? 'none'}${tfFirstMargin !== null ? `, fp32 margin there ${tfFirstMargin.toFixed(4)} nats` : ''}), teacher-forced ${((tfSame / tfN) * 100).toFixed(1)}%`);
     }
-    const a = out.fp32!;
-    const b = out.saq!;
-    let same = 0;
-    let first: number | null = null;
-    for (let i = 0; i < 256; i++) {
-      if (a.ids[i] === b.ids[i]) same++;
-      else if (first === null) first = i;
-    }
+    log(`kv bench: perplexity over ${scored.length} held-out tokens`);
+    const ppl = { fp32: await perplexity(engines.fp32, scored), saq: await perplexity(engines.saq, scored) };
     const cfg = loadModelConfig(modelDir);
     const shape = { layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim };
     const budget = 64 * 1024 * 1024;
     // the cache's own accounting for a sequence of the final length (it is deterministic in length)
-    const held = promptLen + 256 - 1; // the last token is never cached
+    const held = promptLen + G - 1; // the last token is never cached
+    log(`kv bench: step cost at ${held} tokens of past`);
+    const stepCost = await measureStepCost(cfg, threads, held);
+    const mean = (f: (p: KvPromptResult) => number) => prompts.reduce((x, p) => x + f(p), 0) / prompts.length;
+    const firsts = prompts.map((p) => p.firstDivergence).filter((x): x is number => x !== null);
     const aBytes = bytesHeld(shape, held, false);
     const bBytes = bytesHeld(shape, held, true);
+    const gen = G * prompts.length;
     return {
-      contextTokens: promptLen + 256,
-      generated: 256,
-      fp32: { bytesPerToken: aBytes / held, bytes: aBytes, tokensPerSecond: 256 / a.seconds, perplexity: a.ppl },
-      saq: { bytesPerToken: bBytes / held, bytes: bBytes, tokensPerSecond: 256 / b.seconds, perplexity: b.ppl, config: SAQ_DEFAULTS },
+      contextTokens: promptLen + G,
+      generated: G,
+      fp32: { bytesPerToken: aBytes / held, bytes: aBytes, tokensPerSecond: gen / seconds.fp32, perplexity: ppl.fp32 },
+      saq: { bytesPerToken: bBytes / held, bytes: bBytes, tokensPerSecond: gen / seconds.saq, perplexity: ppl.saq, config: SAQ_DEFAULTS },
       bytesRatio: bBytes / aBytes,
-      greedyAgreement: same / 256,
-      firstDivergence: first,
-      perplexityChange: b.ppl / a.ppl - 1,
+      greedyAgreement: mean((p) => p.freeRunning),
+      firstDivergence: firsts.length ? Math.min(...firsts) : null,
+      teacherForcedAgreement: mean((p) => p.teacherForced),
+      meanAbsLogprobChange: absLp / nLp,
+      prompts,
+      perplexityChange: ppl.saq / ppl.fp32 - 1,
+      stepCost,
       capacity2000: { budgetBytes: budget, fp32: capacity(shape, budget, false), saq: capacity(shape, budget, true) },
     };
   } finally {
     await engines.fp32.close();
     await engines.saq.close();
+  }
+}
+
+/** ms per decode step at `past` tokens (batch 1): gathering the past K/V from an fp32 and from a
+ *  SAQ cache (dequantizing its stairs), and the forward itself. Median of repeated runs. */
+async function measureStepCost(cfg: ModelConfig, threads: number, past: number): Promise<KvBenchResult['stepCost']> {
+  const shape = { layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim };
+  const W = shape.kvHeads * shape.headDim;
+  const src = Array.from({ length: shape.layers }, (_, l) => Float32Array.from({ length: past * W }, (_, i) => Math.sin(i * 0.01 + l) * 2));
+  const keys = Array.from({ length: shape.layers }, () => new Float32Array(past * W));
+  const values = Array.from({ length: shape.layers }, () => new Float32Array(past * W));
+  const median = (xs: number[]) => xs.sort((x, y) => x - y)[xs.length >> 1];
+  const timeIt = async (f: () => unknown, n: number) => {
+    for (let i = 0; i < 5; i++) await f();
+    const ts: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      await f();
+      ts.push(performance.now() - t0);
+    }
+    return median(ts);
+  };
+  const gatherMs = (saq: boolean) => {
+    const kv = new PagedKvCache(shape, 1 << 30, 16, saq ? SAQ_DEFAULTS : null);
+    kv.append(0, src, src, [...Array(past).keys()]);
+    return timeIt(() => kv.gather(0, keys, values, 0, past), 60);
+  };
+  const gatherFp32Ms = await gatherMs(false);
+  const gatherSaqMs = await gatherMs(true);
+  const runner = await Runner.create(cfg, { provider: 'cpu', threads });
+  try {
+    const x = {
+      batch: 1, newTokens: 1, past,
+      inputIds: BigInt64Array.from([1n]), positionIds: BigInt64Array.from([BigInt(past)]),
+      attentionBias: new Float32Array(past + 1), attentionMask: new BigInt64Array(past + 1).fill(1n),
+      pastKeys: keys, pastValues: values,
+    };
+    const forwardMs = await timeIt(() => runner.forward(x), 40);
+    return { past, gatherFp32Ms, gatherSaqMs, forwardMs };
+  } finally {
+    await runner.release();
   }
 }
 
