@@ -170,8 +170,12 @@ async function main() {
       ['fp32', kv.fp32.bytesPerToken.toFixed(0), kv.fp32.bytes, kv.fp32.tokensPerSecond.toFixed(1), kv.fp32.perplexity.toFixed(3)],
       ['saq', kv.saq.bytesPerToken.toFixed(0), kv.saq.bytes, kv.saq.tokensPerSecond.toFixed(1), kv.saq.perplexity.toFixed(3)],
     ]);
-    md += `\nSAQ / fp32 bytes: ${(kv.bytesRatio * 100).toFixed(1)}%; greedy agreement with fp32 over the first 256 generated tokens: ${(kv.greedyAgreement * 100).toFixed(1)}%` +
-      ` (first divergence at ${kv.firstDivergence ?? 'none'}); perplexity change ${(kv.perplexityChange * 100).toFixed(2)}%; 2,000-token sequences in ${kv.capacity2000.budgetBytes / 2 ** 20} MiB: fp32 ${kv.capacity2000.fp32}, SAQ ${kv.capacity2000.saq}.\n`;
+    md += `\nSAQ / fp32 bytes: ${(kv.bytesRatio * 100).toFixed(1)}%; greedy agreement with fp32 over the first 256 generated tokens, free-running, mean of ${kv.prompts.length} prompts: ${(kv.greedyAgreement * 100).toFixed(1)}%` +
+      ` (earliest divergence at ${kv.firstDivergence ?? 'none'}); teacher-forced top-1 agreement on the same text: ${(kv.teacherForcedAgreement * 100).toFixed(2)}% (mean |Δ log p| ${kv.meanAbsLogprobChange.toFixed(4)} nats);` +
+      ` perplexity change ${(kv.perplexityChange * 100).toFixed(2)}%; 2,000-token sequences in ${kv.capacity2000.budgetBytes / 2 ** 20} MiB: fp32 ${kv.capacity2000.fp32}, SAQ ${kv.capacity2000.saq}.\n\n`;
+    md += mdTable(['prompt at token', 'free-running agreement', 'first divergence', 'fp32 top-1/top-2 margin there (nats)', 'teacher-forced agreement'],
+      kv.prompts.map((p) => [p.offset, `${(p.freeRunning * 100).toFixed(1)}%`, p.firstDivergence ?? 'none', p.fp32MarginAtDivergence?.toFixed(4) ?? '', `${(p.teacherForced * 100).toFixed(1)}%`]));
+    md += `\nPer decode step at ${kv.stepCost.past} tokens of past (batch 1): building past K/V ${kv.stepCost.gatherFp32Ms.toFixed(2)} ms (fp32) vs ${kv.stepCost.gatherSaqMs.toFixed(2)} ms (SAQ, dequantizing), forward ${kv.stepCost.forwardMs.toFixed(2)} ms.\n`;
   }
   const charts: Chart[] = [
     {

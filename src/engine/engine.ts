@@ -20,6 +20,8 @@ export interface EngineHooks {
   onLoad?: (running: number, waiting: number, kv: KvStats, draftCaps?: DraftCapSnapshot[]) => void;
   /** A request asked for a drafter (or policy) that could not run; it decoded plainly. */
   onFallback?: (drafter: string, reason: string) => void;
+  /** A request finished: the most KV cache bytes it held at once. */
+  onRequestKv?: (peakBytes: number) => void;
 }
 
 /** Per-request channel from worker messages to the async iterator. */
@@ -280,6 +282,7 @@ export class LocalEngine implements Engine {
           const tail = stop.push(detok.flush()) + stop.flush();
           if (tail) yield { type: 'text', text: tail, tokenIds: [] };
           finished = true;
+          this.hooks.onRequestKv?.(m.kvPeakBytes);
           const spec = m.spec;
           if (spec?.fallback) {
             this.hooks.log?.('warn', `request ${id}: ${spec.fallback}`);

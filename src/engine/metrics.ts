@@ -1,6 +1,6 @@
 // Engine-side Prometheus metrics (the server's own live in src/server/metrics.ts): acceptance per
 // draft position, KV cache accounting. Registered into the server's registry.
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { KvStats } from '../kvcache/paged.ts';
 import type { EngineHooks } from './engine.ts';
 import type { DraftCapSnapshot } from './protocol.ts';
@@ -22,12 +22,12 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
   let kv: KvStats | null = null;
   new Gauge({
     name: 'specserve_kv_cache_bytes',
-    help: 'KV cache bytes by tier (fp32 window, q8/q4/q2 quantized stairs, free = budget not in use)',
+    help: 'KV cache bytes by tier (fp32 window, q8/q4/q2 quantized stairs, reserved = promised to admitted requests and not yet written, free = budget not in use)',
     labelNames: ['tier'] as const,
     registers,
     collect() {
       if (!kv) return;
-      for (const tier of ['fp32', 'q8', 'q4', 'q2']) this.set({ tier }, kv.bytesByTier[tier] ?? 0);
+      for (const tier of ['fp32', 'q8', 'q4', 'q2', 'reserved']) this.set({ tier }, kv.bytesByTier[tier] ?? 0);
       this.set({ tier: 'free' }, kv.bytesTotal - kv.bytesInUse);
     },
   });
@@ -65,8 +65,18 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
       for (const c of caps) this.set({ batch_class: c.batchClass }, c.cap);
     },
   });
+  // 16 KiB .. 256 MiB in powers of 4: one 16-token fp32 block of the tiny model is 96 KiB
+  const kvPeak = new Histogram({
+    name: 'specserve_kv_request_peak_bytes',
+    help: 'Most KV cache bytes each finished request held at once (written blocks and quantized stairs, without its admission reservation)',
+    buckets: Array.from({ length: 8 }, (_, i) => 16384 * 4 ** i),
+    registers,
+  });
   return {
     log,
+    onRequestKv(peakBytes) {
+      kvPeak.observe(peakBytes);
+    },
     onSpecStep(m) {
       for (const p of m.acceptedPositions) perPos.inc({ drafter: m.drafter, position: String(p) });
     },

@@ -66,6 +66,8 @@ export type FromWorker =
       finishReason: 'stop' | 'length';
       promptTokens: number;
       completionTokens: number;
+      /** Most KV cache bytes the request held at once (PagedKvCache.usage().peakBytes). */
+      kvPeakBytes: number;
       spec?: WireSpecStats;
     }
   | { type: 'error'; id: number; code: 'queue_full' | 'internal_error' | 'request_timeout' | 'unknown_drafter'; message: string }

@@ -248,9 +248,10 @@ export class Scheduler {
   private admit(): void {
     while (this.waiting.length && this.running.length < this.opts.maxBatchSize) {
       const s = this.waiting[0];
-      // reserve room for the prompt and one step of lookahead (root + drafts)
+      // reserve room for the prompt and one step of lookahead (root + drafts): reserved blocks
+      // count as used, so the next admission cannot count them as free too
       const need = s.req.promptIds.length + s.req.maxDraftTokens + 1;
-      if (!this.kv.canGrow(s.req.id, need)) {
+      if (!this.kv.reserve(s.req.id, need)) {
         if (this.running.length === 0) {
           this.waiting.shift();
           this.emit({ type: 'error', id: s.req.id, code: 'queue_full', message: 'request does not fit in the KV cache budget' });
@@ -676,7 +677,7 @@ export class Scheduler {
   private finish(s: Seq, reason: 'stop' | 'length' | null): void {
     const i = this.running.indexOf(s);
     if (i >= 0) this.running.splice(i, 1);
-    this.kv.release(s.req.id);
+    const kvUsage = this.kv.release(s.req.id);
     s.drafter?.release(s.req.id);
     if (reason) {
       const st = s.stats;
@@ -686,6 +687,7 @@ export class Scheduler {
         finishReason: reason,
         promptTokens: s.req.promptIds.length,
         completionTokens: s.generated,
+        kvPeakBytes: kvUsage?.peakBytes ?? 0,
         spec:
           s.req.drafter !== 'none'
             ? {
