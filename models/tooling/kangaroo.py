@@ -274,7 +274,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=2404)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--threshold", type=float, default=0.1,
+    ap.add_argument("--threshold", type=float, default=0.05,
                     help="stop-drafting confidence eta written to the manifest; this adapter's confidence is low because "
                          "the target's own distribution is flat (held-out by-confidence table), so the reference's 0.6 would "
                          "stop after one token almost always")
