@@ -66,6 +66,11 @@ export const ConfigSchema = z
       .describe('On SIGTERM/SIGINT, wait this long for in-flight requests before aborting them'),
     provider: z.enum(['auto', 'cuda', 'cpu']).default(ENGINE_DEFAULTS.provider).describe('Execution provider: auto (CUDA, else CPU), cuda, cpu'),
     threads: integer(0).default(ENGINE_DEFAULTS.threads).describe("onnxruntime intra-op threads (0 = onnxruntime's choice)"),
+    spinThreads: z
+      .union([z.boolean(), z.enum(['true', 'false'])])
+      .transform((v) => v === true || v === 'true')
+      .default(ENGINE_DEFAULTS.spinThreads)
+      .describe("Let onnxruntime's idle threads spin (lower latency for a lone request on an idle machine; takes the cores HTTP/SSE needs under load)"),
     maxBatchSize: integer(1).default(ENGINE_DEFAULTS.maxBatchSize).describe('Most sequences decoded together in one forward pass'),
     maxQueuedRequests: integer(0).default(ENGINE_DEFAULTS.maxQueuedRequests).describe('Requests waiting beyond the running batch before new ones get 429'),
     kvCacheBytes: bytes.default(ENGINE_DEFAULTS.kvCacheBytes).describe('KV cache budget in bytes (suffixes allowed)'),
@@ -209,6 +214,7 @@ const VALUE_NAMES: Partial<Record<ConfigKey, string>> = {
   logLevel: 'level',
   provider: 'name',
   defaultDrafter: 'name',
+  spinThreads: 'true|false',
 };
 
 function valueName(key: ConfigKey): string {
@@ -252,6 +258,7 @@ export function toEngineOptions(config: Config): EngineOptions {
   return {
     provider: config.provider,
     threads: config.threads,
+    spinThreads: config.spinThreads,
     maxBatchSize: config.maxBatchSize,
     maxQueuedRequests: config.maxQueuedRequests,
     kvCacheBytes: config.kvCacheBytes,

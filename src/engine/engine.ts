@@ -87,6 +87,7 @@ export class LocalEngine implements Engine {
       modelDir: this.cfg.dir,
       provider: this.opts.provider,
       threads: this.opts.threads,
+      spinThreads: this.opts.spinThreads,
       maxBatchSize: this.opts.maxBatchSize,
       maxQueuedRequests: this.opts.maxQueuedRequests,
       kvCacheBytes: this.opts.kvCacheBytes,

@@ -88,6 +88,7 @@ export interface WorkerInit {
   modelDir: string;
   provider: 'auto' | 'cuda' | 'cpu';
   threads: number;
+  spinThreads: boolean;
   maxBatchSize: number;
   maxQueuedRequests: number;
   kvCacheBytes: number;

@@ -55,6 +55,8 @@ export type Provider = 'cuda' | 'cpu';
 export interface RunnerOptions {
   provider: 'auto' | Provider;
   threads: number;
+  /** Let onnxruntime's idle intra-op threads spin (see ENGINE_DEFAULTS.spinThreads). */
+  spinThreads?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -80,6 +82,7 @@ export class Runner {
       executionMode: 'sequential',
       // onnxruntime rejects an explicit undefined; leave the key out for its own default
       ...(opts.threads > 0 ? { intraOpNumThreads: opts.threads } : {}),
+      ...spinning(opts.spinThreads ?? false),
     };
     const log = opts.log ?? (() => {});
     const cudaLib = cudaProviderLibrary();
@@ -103,13 +106,14 @@ export class Runner {
 
   /** Loads the target's deep layers as a graph of their own (same provider and threads), used to
    *  verify rows whose shallow layers a drafter already computed. Returns false when absent. */
-  async loadDeep(file: string, fromLayer: number, threads: number): Promise<boolean> {
+  async loadDeep(file: string, fromLayer: number, threads: number, spinThreads = false): Promise<boolean> {
     if (this.layout !== 'speculative' || !existsSync(file)) return false;
     const session = await ort.InferenceSession.create(file, {
       graphOptimizationLevel: 'all',
       interOpNumThreads: 1,
       executionMode: 'sequential',
       ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
+      ...spinning(spinThreads),
       executionProviders: [this.provider],
     });
     this.deep = { session, fromLayer };
@@ -183,6 +187,11 @@ function cudaProviderLibrary(): string | null {
   const dir = path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
   const file = path.join(dir, 'libonnxruntime_providers_cuda.so');
   return existsSync(file) ? file : null;
+}
+
+/** onnxruntime's intra-op threads spin between ops by default; with spinning off they sleep. */
+function spinning(on: boolean): ort.InferenceSession.SessionOptions {
+  return on ? {} : { extra: { session: { intra_op: { allow_spinning: '0' } } } };
 }
 
 function firstLine(s: string): string {

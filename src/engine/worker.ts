@@ -20,11 +20,12 @@ async function main() {
   const runner = await Runner.create(cfg, {
     provider: init.provider,
     threads: init.threads,
+    spinThreads: init.spinThreads,
     log: (message) => send({ type: 'log', level: 'info', message }),
   });
   const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes, 16, init.kvCache === 'saq' ? SAQ_DEFAULTS : null);
   const split = kangarooDeepGraph(cfg.dir);
-  const deepVerify = split ? await runner.loadDeep(split.file, split.fromLayer, init.threads) : false;
+  const deepVerify = split ? await runner.loadDeep(split.file, split.fromLayer, init.threads, init.spinThreads) : false;
   const { drafters, info } = await createDrafters({
     modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout,
     shallowLayers: cfg.shallowLayers, contextLength: cfg.contextLength, deepVerify,
