@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds the default model family from Debian-packaged text, reproducibly:
 #   corpus + BPE tokenizer -> target training (resumable) -> ONNX exports -> ADED trigram prior
-#   -> Node-side checks -> Medusa and Hydra heads -> Kangaroo adapter and split graphs
+#   -> Node-side checks -> Medusa and Hydra heads -> Kangaroo adapter and split graphs -> Chimera
 #   -> latency measurements.
 # usage: npm run models:build   (or: bash models/build.sh [--steps N] [--head-steps N] [--kangaroo-steps N])
 # Work files (token arrays, checkpoint, logs) go to models/.work/ (git-ignored); rerunning resumes.
@@ -52,6 +52,8 @@ $PY models/tooling/heads.py "$WORK" "$OUT" --kind hydra --steps "$HEAD_STEPS"
 cp "$WORK/medusa_log.jsonl" "$OUT/heads/medusa_log.jsonl"
 cp "$WORK/hydra_log.jsonl" "$OUT/heads/hydra_log.jsonl"
 $PY models/tooling/kangaroo.py "$WORK" "$OUT" --steps "$KANGAROO_STEPS" --threads 2
+$PY models/tooling/chimera.py "$WORK" "$OUT"
+cp "$WORK/chimera_log.jsonl" "$OUT/chimera/chimera_log.jsonl"
 cp "$WORK/kangaroo_log.jsonl" "$OUT/kangaroo/kangaroo_log.jsonl"
 node --import tsx models/tooling/measure.ts "$OUT"
 echo "[build] done in $(( $(date +%s) - t0 ))s -> $OUT"

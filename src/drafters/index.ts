@@ -3,12 +3,13 @@
 import type { Drafter } from './Drafter.ts';
 import { DrafterUnavailable } from './Drafter.ts';
 import { AdedDrafter } from './aded/index.ts';
+import { ChimeraDrafter } from './chimera/index.ts';
 import { HydraDrafter } from './hydra/index.ts';
 import { KangarooDrafter } from './kangaroo/index.ts';
 import { MedusaDrafter } from './medusa/index.ts';
 import { PromptLookupDrafter } from './prompt-lookup/index.ts';
 
-export const DRAFTER_NAMES = ['prompt-lookup', 'aded', 'medusa', 'hydra', 'kangaroo'] as const;
+export const DRAFTER_NAMES = ['prompt-lookup', 'aded', 'medusa', 'hydra', 'kangaroo', 'chimera'] as const;
 export type DrafterName = (typeof DRAFTER_NAMES)[number];
 
 export const DRAFTER_DESCRIPTIONS: Record<DrafterName, string> = {
@@ -17,6 +18,7 @@ export const DRAFTER_DESCRIPTIONS: Record<DrafterName, string> = {
   medusa: 'Medusa heads on the target hidden state, dynamic tree from head log-probabilities',
   hydra: 'Hydra sequentially dependent heads (hidden state + path embeddings), tree grown depth by depth',
   kangaroo: "Kangaroo self-speculation: the target's shallow layers + adapter draft a chain (double early exit); deep layers verify",
+  chimera: 'Chimera: trigram encoder + full-context layer over the target hidden states, residual heads; greedy path + siblings drafted in one call',
 };
 
 export interface DrafterEnv {
@@ -43,6 +45,8 @@ export async function createDrafter(name: DrafterName, env: DrafterEnv): Promise
     case 'kangaroo':
       if (!env.deepVerify) throw new DrafterUnavailable('needs kangaroo/deep.onnx loaded by the engine (speculative ONNX layout)');
       return KangarooDrafter.load(env);
+    case 'chimera':
+      return ChimeraDrafter.load(env);
     default:
       throw new Error(`unhandled drafter ${name satisfies never}`);
   }

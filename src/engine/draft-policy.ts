@@ -3,8 +3,9 @@
 // Whether speculation pays depends on things the scheduler cannot know in advance: how well the
 // drafters predict this traffic, what drafting costs, and how the forward's cost grows with the
 // tokens it verifies (nearly free while a step is bound by reading weights, full price once it is
-// bound by compute, which on a CPU happens at a few dozen tokens). So it measures. For each batch
-// size class (1, 2-3, 4-7, 8-15, 16-31, 32+) it keeps the rate at which decode steps emitted
+// bound by compute, which on a CPU happens at a few dozen tokens). So it measures. For each drafter
+// (or 'mixed', for batches whose sequences use different drafters) and batch size class (1, 2-3,
+// 4-7, 8-15, 16-31, 32+) it keeps the rate at which decode steps emitted
 // tokens (tokens per millisecond, drafting and verification included) under each cap on the
 // per-sequence draft budget, 0 (plain decoding) to 8, and uses the best. One step in EXPLORE_EVERY
 // tries another cap (least tried first), so the estimates follow the traffic as it changes; caps
@@ -22,6 +23,7 @@ export const EXPLORE_EVERY = 16;
 const EMA = 0.1;
 
 export interface DraftCapSnapshot {
+  drafter: string;
   batchClass: string;
   cap: number;
   tokensPerMs: number;
@@ -33,8 +35,8 @@ interface Arm {
 }
 
 export class DraftCapPolicy {
-  private readonly arms = new Map<number, Arm[]>();
-  private steps = new Map<number, number>();
+  private readonly arms = new Map<string, Arm[]>();
+  private steps = new Map<string, number>();
 
   constructor(private readonly caps: readonly number[] = DRAFT_CAPS) {}
 
@@ -43,21 +45,26 @@ export class DraftCapPolicy {
     return Math.min(5, Math.floor(Math.log2(Math.max(1, batch))));
   }
 
-  private armsFor(cls: number): Arm[] {
-    let a = this.arms.get(cls);
+  private armsFor(key: string): Arm[] {
+    let a = this.arms.get(key);
     if (!a) {
       a = this.caps.map(() => ({ tries: 0, rate: 0 }));
-      this.arms.set(cls, a);
+      this.arms.set(key, a);
     }
     return a;
   }
 
-  /** The cap for a decode step over `batch` sequences, and its index for `record`. */
-  choose(batch: number): { cap: number; arm: number } {
-    const cls = DraftCapPolicy.classOf(batch);
-    const arms = this.armsFor(cls);
-    const step = (this.steps.get(cls) ?? 0) + 1;
-    this.steps.set(cls, step);
+  private static key(drafter: string, batch: number): string {
+    return `${drafter}|${DraftCapPolicy.classOf(batch)}`;
+  }
+
+  /** The cap for a decode step over `batch` sequences drafting with `drafter`, and its index for
+   *  `record`. */
+  choose(batch: number, drafter = 'mixed'): { cap: number; arm: number } {
+    const key = DraftCapPolicy.key(drafter, batch);
+    const arms = this.armsFor(key);
+    const step = (this.steps.get(key) ?? 0) + 1;
+    this.steps.set(key, step);
     const untried = arms.findIndex((a) => a.tries === 0);
     let arm: number;
     if (untried >= 0) arm = untried;
@@ -69,9 +76,9 @@ export class DraftCapPolicy {
   }
 
   /** A decode step under `arm` emitted `tokens` in `ms` (drafting + forward + verification). */
-  record(batch: number, arm: number, tokens: number, ms: number): void {
+  record(batch: number, arm: number, tokens: number, ms: number, drafter = 'mixed'): void {
     if (ms <= 0) return;
-    const a = this.armsFor(DraftCapPolicy.classOf(batch))[arm];
+    const a = this.armsFor(DraftCapPolicy.key(drafter, batch))[arm];
     const rate = tokens / ms;
     a.rate = a.tries === 0 ? rate : a.rate + EMA * (rate - a.rate);
     a.tries++;
@@ -88,9 +95,10 @@ export class DraftCapPolicy {
     const names = ['1', '2-3', '4-7', '8-15', '16-31', '32+'];
     return [...this.arms.entries()]
       .filter(([, arms]) => arms.some((a) => a.tries > 0))
-      .map(([cls, arms]) => {
+      .map(([key, arms]) => {
+        const [drafter, cls] = key.split('|');
         const b = this.best(arms);
-        return { batchClass: names[cls], cap: this.caps[b], tokensPerMs: arms[b].rate };
+        return { drafter, batchClass: names[Number(cls)], cap: this.caps[b], tokensPerMs: arms[b].rate };
       });
   }
 }

@@ -58,11 +58,11 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
   let caps: DraftCapSnapshot[] = [];
   new Gauge({
     name: 'specserve_spec_draft_cap',
-    help: 'Draft tokens per sequence and step the goodput policy currently allows, by batch-size class (0 = speculation off)',
-    labelNames: ['batch_class'] as const,
+    help: "Draft tokens per sequence and step the goodput policy currently allows, by drafter ('mixed' = batches of several) and batch-size class (0 = speculation off)",
+    labelNames: ['drafter', 'batch_class'] as const,
     registers,
     collect() {
-      for (const c of caps) this.set({ batch_class: c.batchClass }, c.cap);
+      for (const c of caps) this.set({ drafter: c.drafter, batch_class: c.batchClass }, c.cap);
     },
   });
   // 16 KiB .. 256 MiB in powers of 4: one 16-token fp32 block of the tiny model is 96 KiB

@@ -103,7 +103,7 @@ export class Scheduler {
   private buffers = new Map<string, Float32Array>();
   readonly draftCaps = new DraftCapPolicy();
   /** This step's cap choice (goodput policy), recorded with the decode tokens it produced. */
-  private capChoice: { batch: number; arm: number } | null = null;
+  private capChoice: { batch: number; arm: number; drafter: string } | null = null;
   private decodeTokens = 0;
 
   constructor(
@@ -229,8 +229,8 @@ export class Scheduler {
       if (group[0].kind === 'prefill') prefillMs += performance.now() - tg;
     }
     // goodput: tokens the decode rows emitted per ms of drafting + verification
-    const choice = this.capChoice as { batch: number; arm: number } | null; // set by planRows
-    if (choice) this.draftCaps.record(choice.batch, choice.arm, this.decodeTokens, performance.now() - t0 - prefillMs);
+    const choice = this.capChoice as { batch: number; arm: number; drafter: string } | null; // set by planRows
+    if (choice) this.draftCaps.record(choice.batch, choice.arm, this.decodeTokens, performance.now() - t0 - prefillMs, choice.drafter);
     return true;
   }
 
@@ -270,9 +270,12 @@ export class Scheduler {
     const drafting: { seq: Seq; row: Row; maxNodes: number }[] = [];
     const decoding = this.running.filter((s) => s.root !== null);
     let batchShare = Math.floor(DRAFT_TOKENS_PER_STEP / this.running.length);
-    if (this.opts.draftPolicy !== 'static' && decoding.some((s) => s.drafter)) {
-      const choice = this.draftCaps.choose(decoding.length);
-      this.capChoice = { batch: decoding.length, arm: choice.arm };
+    const names = new Set(decoding.filter((s) => s.drafter).map((s) => s.drafter!.name));
+    if (this.opts.draftPolicy !== 'static' && names.size > 0) {
+      // measured per drafter: their costs and hit rates differ too much to share one estimate
+      const drafter = names.size === 1 ? [...names][0] : 'mixed';
+      const choice = this.draftCaps.choose(decoding.length, drafter);
+      this.capChoice = { batch: decoding.length, arm: choice.arm, drafter };
       batchShare = choice.cap;
     }
     for (const s of this.running) {

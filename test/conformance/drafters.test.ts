@@ -18,7 +18,7 @@ after(async () => {
   await engine?.close();
 });
 
-const DRAFTERS = ['prompt-lookup', 'aded', 'medusa', 'hydra', 'kangaroo'];
+const DRAFTERS = ['prompt-lookup', 'aded', 'medusa', 'hydra', 'kangaroo', 'chimera'];
 const prompts = Object.values(PROMPTS).flat();
 
 for (const drafter of DRAFTERS) {

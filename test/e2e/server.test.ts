@@ -82,7 +82,7 @@ describe('openai client against the real model', () => {
     // the goodput policy measured single-sequence steps and exports the cap it settled on
     let cap: number | null = null;
     for (let i = 0; i < 20 && cap === null; i++) {
-      cap = await metric(server.url, 'specserve_spec_draft_cap', 'batch_class="1"').catch(() => null);
+      cap = await metric(server.url, 'specserve_spec_draft_cap', 'drafter="aded",batch_class="1"').catch(() => null);
       if (cap === null) await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(cap !== null && [0, 1, 2, 4, 8].includes(cap), `draft cap ${cap}`);

@@ -56,3 +56,16 @@ test('a measurement with no elapsed time is ignored', () => {
   policy.record(1, arm, 5, 0);
   assert.deepEqual(policy.snapshot(), []);
 });
+
+test('drafters are measured apart: a cheap good drafter and a costly poor one get their own caps', () => {
+  const policy = new DraftCapPolicy();
+  for (let i = 0; i < 300; i++) {
+    for (const [drafter, rate] of [['lookup', (cap: number) => 1 + cap * 0.3], ['heads', (cap: number) => 2 - cap * 0.2]] as const) {
+      const { cap, arm } = policy.choose(1, drafter);
+      policy.record(1, arm, rate(cap), 1, drafter);
+    }
+  }
+  const caps = new Map(policy.snapshot().map((s) => [s.drafter, s.cap]));
+  assert.equal(caps.get('lookup'), 8);
+  assert.equal(caps.get('heads'), 0);
+});
