@@ -26,6 +26,7 @@ const program = new Command()
   .option('--threads <n>', 'onnxruntime intra-op threads (same for every contender)', (v) => parseInt(v, 10), os.availableParallelism())
   .option('--drafters <list>', 'comma-separated drafters (default: all available)')
   .option('--max-draft-tokens <n>', 'draft budget per step', (v) => parseInt(v, 10), 8)
+  .option('--spin-threads', "let onnxruntime's idle threads spin, as transformers.js's onnxruntime does by default (the server's default is off)", false)
   .option('--no-peer', 'skip transformers.js')
   .option('--no-server', 'skip the through-the-server measurement')
   .option('--no-kv', 'skip the KV cache (fp32 vs SAQ) benchmark')
@@ -77,7 +78,7 @@ function add(a: Cell, b: Cell) {
 
 async function main() {
   const o = program.parse().opts();
-  const engine = await createEngine({ modelDir: o.model, threads: o.threads, provider: 'cpu' });
+  const engine = await createEngine({ modelDir: o.model, threads: o.threads, provider: 'cpu', spinThreads: o.spinThreads });
   const drafters: string[] = o.drafters
     ? o.drafters.split(',')
     : engine.drafters().filter((d) => d.available).map((d) => d.name);
@@ -151,8 +152,8 @@ async function main() {
   const date = new Date().toISOString().slice(0, 10);
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}, ${engine.info.provider}`;
   let md = `### Speculative decoding, batch 1, greedy (${date})\n\n`;
-  md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps, ${prompts.length} prompts, threads=${o.threads}, machine: ${machine}.\n`;
-  md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}\`\n\n`;
+  md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps, ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
+  md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}${o.spinThreads ? ' --spin-threads' : ''}\`\n\n`;
   md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate', 'drafts stopped early'], rows);
   if (peer) {
     const pt = tps(cells.get(key('transformers.js', 'overall'))!);
