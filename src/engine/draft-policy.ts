@@ -17,10 +17,15 @@
 
 /** Caps tried, per sequence and step. */
 export const DRAFT_CAPS = [0, 1, 2, 4, 8] as const;
-/** One decode step in this many tries a cap other than the best. Defaults to `16`. */
-export const EXPLORE_EVERY = 16;
-/** Weight of the newest measurement in a cap's running rate. Defaults to `0.1`. */
-const EMA = 0.1;
+/** One decode step in this many tries a cap other than the best. Defaults to `32`. */
+export const EXPLORE_EVERY = 32;
+/** How fast old measurements fade: each new step multiplies a cap's sums by 1 - DECAY. Defaults
+ *  to `0.05` (about the last 20 steps under that cap count most). */
+const DECAY = 0.05;
+/** Caps measuring under this fraction of the best cap's rate are re-measured less often. */
+const CLOSE = 0.6;
+/** ...only on every FAR_EVERY-th exploration step. */
+const FAR_EVERY = 4;
 
 export interface DraftCapSnapshot {
   drafter: string;
@@ -31,6 +36,10 @@ export interface DraftCapSnapshot {
 
 interface Arm {
   tries: number;
+  /** Decayed sums of tokens emitted and milliseconds spent under this cap: the rate is their
+   *  ratio, not a mean of per-step ratios, which one lucky or unlucky step would swing. */
+  tokens: number;
+  ms: number;
   rate: number; // tokens per ms
 }
 
@@ -48,7 +57,7 @@ export class DraftCapPolicy {
   private armsFor(key: string): Arm[] {
     let a = this.arms.get(key);
     if (!a) {
-      a = this.caps.map(() => ({ tries: 0, rate: 0 }));
+      a = this.caps.map(() => ({ tries: 0, tokens: 0, ms: 0, rate: 0 }));
       this.arms.set(key, a);
     }
     return a;
@@ -69,8 +78,15 @@ export class DraftCapPolicy {
     let arm: number;
     if (untried >= 0) arm = untried;
     else if (step % EXPLORE_EVERY === 0) {
+      // re-measure the least-tried contender; caps far behind the best (under CLOSE of its rate)
+      // only every FAR_EVERY-th time, so a clear winner is not taxed by measuring clear losers
       const best = this.best(arms);
-      arm = arms.reduce((m, a, i) => (i !== best && (m < 0 || a.tries < arms[m].tries) ? i : m), -1);
+      const far = (step / EXPLORE_EVERY) % FAR_EVERY !== 0;
+      arm = arms.reduce(
+        (m, a, i) => (i !== best && (!far || a.rate >= CLOSE * arms[best].rate) && (m < 0 || a.tries < arms[m].tries) ? i : m),
+        -1,
+      );
+      if (arm < 0) arm = best;
     } else arm = this.best(arms);
     return { cap: this.caps[arm], arm };
   }
@@ -79,8 +95,9 @@ export class DraftCapPolicy {
   record(batch: number, arm: number, tokens: number, ms: number, drafter = 'mixed'): void {
     if (ms <= 0) return;
     const a = this.armsFor(DraftCapPolicy.key(drafter, batch))[arm];
-    const rate = tokens / ms;
-    a.rate = a.tries === 0 ? rate : a.rate + EMA * (rate - a.rate);
+    a.tokens = a.tokens * (1 - DECAY) + tokens;
+    a.ms = a.ms * (1 - DECAY) + ms;
+    a.rate = a.tokens / a.ms;
     a.tries++;
   }
 

@@ -21,12 +21,14 @@ test('settles on the best cap and explores the others now and then', () => {
     fc.property(fc.array(fc.double({ min: 0.1, max: 5, noNaN: true }), { minLength: DRAFT_CAPS.length, maxLength: DRAFT_CAPS.length }), (rates) => {
       const policy = new DraftCapPolicy();
       const rateOf = (cap: number) => rates[DRAFT_CAPS.indexOf(cap as (typeof DRAFT_CAPS)[number])];
-      const best = DRAFT_CAPS[rates.indexOf(Math.max(...rates))];
+      const top = Math.max(...rates);
+      const best = DRAFT_CAPS.filter((_, i) => rates[i] >= top * (1 - 1e-9)); // (near-)ties: any of them is right
       const used = run(policy, 1, 800, rateOf);
-      // every cap tried at least once, the best one most of the time, exploration bounded
+      // every cap tried at least once, the best most of the time, exploration bounded
       for (const c of DRAFT_CAPS) assert.ok((used.get(c) ?? 0) >= 1);
-      assert.ok(used.get(best)! >= 800 * (1 - 1 / EXPLORE_EVERY) - DRAFT_CAPS.length, `best cap ${best} used ${used.get(best)}`);
-      assert.equal(policy.snapshot()[0].cap, best);
+      const bestUsed = best.reduce((a, c) => a + (used.get(c) ?? 0), 0);
+      assert.ok(bestUsed >= 800 * (1 - 1 / EXPLORE_EVERY) - DRAFT_CAPS.length, `best caps ${best} used ${bestUsed}`);
+      assert.ok(best.includes(policy.snapshot()[0].cap as (typeof DRAFT_CAPS)[number]));
     }),
     { numRuns: 50 },
   );
