@@ -27,7 +27,7 @@ const program = new Command()
   .option('--requests-per-client <n>', 'least streaming requests each client sends per level and round', (v) => parseInt(v, 10), 3)
   .option('--min-requests <n>', 'least streaming requests per level and round over all clients (small levels send more each)', (v) => parseInt(v, 10), 32)
   .option('--rounds <n>', 'rounds per level, plain and speculative alternating; medians are reported', (v) => parseInt(v, 10), 3)
-  .option('--max-tokens <n>', 'tokens per request', (v) => parseInt(v, 10), 64)
+  .option('--max-tokens <n>', 'tokens per streamed request (the same as npm run bench)', (v) => parseInt(v, 10), 128)
   .option('--drafter <name>', 'drafter for the speculative runs', 'prompt-lookup')
   .option('--autocannon-seconds <n>', 'duration of the non-streaming run', (v) => parseInt(v, 10), 10)
   .option('--out <dir>', 'results folder', path.join(ROOT, 'loadtest', 'results'));
