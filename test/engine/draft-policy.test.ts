@@ -26,7 +26,7 @@ test('settles on the best cap and explores the others now and then', () => {
       const used = run(policy, 1, 800, rateOf);
       // every cap tried at least once, the best most of the time, exploration bounded
       for (const c of DRAFT_CAPS) assert.ok((used.get(c) ?? 0) >= 1);
-      const bestUsed = best.reduce((a, c) => a + (used.get(c) ?? 0), 0);
+      const bestUsed = best.reduce<number>((a, c) => a + (used.get(c) ?? 0), 0);
       assert.ok(bestUsed >= 800 * (1 - 1 / EXPLORE_EVERY) - DRAFT_CAPS.length, `best caps ${best} used ${bestUsed}`);
       assert.ok(best.includes(policy.snapshot()[0].cap as (typeof DRAFT_CAPS)[number]));
     }),
