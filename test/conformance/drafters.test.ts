@@ -123,3 +123,20 @@ function homogeneity(a: Map<string, number>, b: Map<string, number>): [number, n
   }
   return [stat, Math.max(df, 1)];
 }
+
+describe('drafters batched together', () => {
+  test('concurrent requests mixing every drafter and plain decoding get what each gets alone', async () => {
+    // one batch holds Kangaroo rows (verified by the deep layers alone), tree rows and plain rows,
+    // prompts at different stages: every output must still be the plain greedy output
+    const modes = ['none', ...DRAFTERS];
+    const reqs = prompts.slice(0, 14).map((prompt, i) =>
+      request(prompt, { maxTokens: 40, speculative: { drafter: modes[i % modes.length], maxDraftTokens: 6 } }),
+    );
+    const alone = [];
+    for (const r of reqs) alone.push((await generate(engine, r)).tokenIds);
+    const together = await Promise.all(reqs.map((r) => generate(engine, r)));
+    together.forEach((g, i) => assert.deepEqual(g.tokenIds, alone[i], `request ${i} (${modes[i % modes.length]}) changed when batched`));
+    const plain = await Promise.all(reqs.map((r) => generate(engine, { ...r, speculative: { drafter: 'none' } })));
+    plain.forEach((g, i) => assert.deepEqual(g.tokenIds, alone[i], `request ${i} differs from plain decoding`));
+  });
+});
