@@ -132,7 +132,7 @@ describe('drafters batched together', () => {
     const reqs = prompts.slice(0, 14).map((prompt, i) =>
       request(prompt, { maxTokens: 40, speculative: { drafter: modes[i % modes.length], maxDraftTokens: 6 } }),
     );
-    const alone = [];
+    const alone: number[][] = [];
     for (const r of reqs) alone.push((await generate(engine, r)).tokenIds);
     const together = await Promise.all(reqs.map((r) => generate(engine, r)));
     together.forEach((g, i) => assert.deepEqual(g.tokenIds, alone[i], `request ${i} (${modes[i % modes.length]}) changed when batched`));
