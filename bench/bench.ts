@@ -26,6 +26,7 @@ const program = new Command()
   .option('--threads <n>', 'onnxruntime intra-op threads (same for every contender)', (v) => parseInt(v, 10), os.availableParallelism())
   .option('--drafters <list>', 'comma-separated drafters (default: all available)')
   .option('--max-draft-tokens <n>', 'draft budget per step', (v) => parseInt(v, 10), 8)
+  .option('--draft-policy <name>', "the engine's draft policy: goodput (the server's default) or static (every drafter at its full budget, deterministic drafting)", 'goodput')
   .option('--spin-threads', "let onnxruntime's idle threads spin, as transformers.js's onnxruntime does by default (the server's default is off)", false)
   .option('--no-peer', 'skip transformers.js')
   .option('--no-server', 'skip the through-the-server measurement')
@@ -78,7 +79,7 @@ function add(a: Cell, b: Cell) {
 
 async function main() {
   const o = program.parse().opts();
-  const engine = await createEngine({ modelDir: o.model, threads: o.threads, provider: 'cpu', spinThreads: o.spinThreads });
+  const engine = await createEngine({ modelDir: o.model, threads: o.threads, provider: 'cpu', spinThreads: o.spinThreads, draftPolicy: o.draftPolicy });
   const drafters: string[] = o.drafters
     ? o.drafters.split(',')
     : engine.drafters().filter((d) => d.available).map((d) => d.name);
