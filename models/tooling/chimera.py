@@ -61,7 +61,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import NEG, RMSNorm, rotate_half  # noqa: E402
 from heads import ResBlock, load_target, soft_ce, EMBED_FILE  # noqa: E402
 from export import retie_lm_head  # noqa: E402
-from train import batch_at, lr_at  # noqa: E402
+from loop import train_resumable  # noqa: E402
+from train import batch_at  # noqa: E402
 
 TOPK = 10
 FFN = 512
@@ -481,44 +482,19 @@ def main():
         assert gen.shape[1] >= a.seq, "self-generated sequences are shorter than --seq"
     model = Chimera(cfg, a.depths)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    ckpt = os.path.join(a.work, "chimera.pt")
-    log_path = os.path.join(a.work, "chimera_log.jsonl")
-    step, elapsed = 0, 0.0
-    if os.path.exists(ckpt):
-        ck = torch.load(ckpt, map_location="cpu")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed = ck["step"], ck["elapsed"]
-        print(f"[chimera] resumed at step {step}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[chimera] {a.depths} depths, {n_params / 1e6:.3f} M parameters (+ the target's frozen embedding / LM head), "
           f"{a.steps} steps of {a.batch}x{a.seq} tokens, {a.threads} thread(s)", flush=True)
     weights = [0.8 ** k for k in range(a.depths)]
-    t_last = time.time()
-    while step < a.steps:
-        model.train()
-        lr = lr_at(step, a.steps, a.lr, max(1, a.steps // 20))
-        for gr in opt.param_groups:
-            gr["lr"] = lr
+
+    def train_step(step):
         x = mixed_batch(train, gen, step, a.seed, a.batch, a.seq)
         losses, acc1, _ = depth_losses(model, target, x)
         loss = sum(w * l for w, l in zip(weights, losses))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        now = time.time()
-        elapsed += now - t_last
-        t_last = now
-        with open(log_path, "a") as f:
-            f.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "acc1": [round(v, 3) for v in acc1]}) + "\n")
-        if step % 10 == 0 or step == a.steps:
-            eta = (a.steps - step) * elapsed / step
-            print(f"[chimera] step {step}/{a.steps} loss {loss.item():.3f} top1 {' '.join(f'{v:.2f}' for v in acc1)} "
-                  f"{elapsed / step:.1f} s/step eta {eta / 60:.1f} min", flush=True)
-        if step % 25 == 0 or step == a.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt)
+        return loss, {"acc1": [round(v, 3) for v in acc1]}, f"top1 {' '.join(f'{v:.2f}' for v in acc1)}"
+
+    step, elapsed = train_resumable("chimera", model, opt, os.path.join(a.work, "chimera.pt"), os.path.join(a.work, "chimera_log.jsonl"),
+                                    a.steps, a.lr, train_step, save_every=25)
 
     # held-out agreement with the target's greedy token at each depth
     model.eval()

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -38,7 +37,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Config, Decoder  # noqa: E402
 from export import retie_lm_head  # noqa: E402
-from train import batch_at, lr_at  # noqa: E402
+from loop import train_resumable  # noqa: E402
+from train import batch_at  # noqa: E402
 
 TOPK = 10
 
@@ -221,41 +221,18 @@ def main():
     D = cfg.d_model
     heads = MedusaHeads(D, a.heads) if a.kind == "medusa" else HydraHeads(D, a.heads)
     opt = torch.optim.AdamW(heads.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    ckpt = os.path.join(a.work, f"{a.kind}.pt")
-    log_path = os.path.join(a.work, f"{a.kind}_log.jsonl")
-    step, elapsed = 0, 0.0
-    if os.path.exists(ckpt):
-        ck = torch.load(ckpt, map_location="cpu")
-        heads.load_state_dict(ck["heads"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed = ck["step"], ck["elapsed"]
-        print(f"[{a.kind}] resumed at step {step}", flush=True)
     n_params = sum(p.numel() for p in heads.parameters())
     print(f"[{a.kind}] {a.heads} heads, {n_params / 1e6:.3f} M parameters (+ the target's tied LM head), {a.steps} steps", flush=True)
     weights = [0.8 ** k for k in range(a.heads)]
-    t_last = time.time()
-    while step < a.steps:
-        lr = lr_at(step, a.steps, a.lr, max(1, a.steps // 20))
-        for g in opt.param_groups:
-            g["lr"] = lr
+
+    def train_step(step):
         x, _ = batch_at(train, step, a.seed, a.batch, a.seq)
         losses, acc1, _ = head_losses(a.kind, heads, target, x, a.heads)
         loss = sum(w * l for w, l in zip(weights, losses))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)
-        opt.step()
-        step += 1
-        now = time.time()
-        elapsed += now - t_last
-        t_last = now
-        with open(log_path, "a") as f:
-            f.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "acc1": [round(v, 3) for v in acc1]}) + "\n")
-        if step % 10 == 0 or step == a.steps:
-            eta = (a.steps - step) * elapsed / step
-            print(f"[{a.kind}] step {step}/{a.steps} loss {loss.item():.3f} top1 {' '.join(f'{v:.2f}' for v in acc1)} eta {eta / 60:.1f} min", flush=True)
-        if step % 50 == 0 or step == a.steps:
-            torch.save({"heads": heads.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt)
+        return loss, {"acc1": [round(v, 3) for v in acc1]}, f"top1 {' '.join(f'{v:.2f}' for v in acc1)}"
+
+    step, elapsed = train_resumable(a.kind, heads, opt, os.path.join(a.work, f"{a.kind}.pt"), os.path.join(a.work, f"{a.kind}_log.jsonl"),
+                                    a.steps, a.lr, train_step, state_key="heads")
 
     # held-out accuracy (agreement with the target's own next-token argmax at each offset)
     heads.eval()

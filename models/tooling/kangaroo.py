@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -42,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Attention, RMSNorm, causal_bias, rotate_half  # noqa: E402
 from export import retie_lm_head  # noqa: E402
 from heads import load_target, soft_ce  # noqa: E402
-from train import batch_at, lr_at  # noqa: E402
+from loop import train_resumable  # noqa: E402
+from train import batch_at  # noqa: E402
 
 EMBED_FILE = "embed.f32"
 OPSET = 17
@@ -288,40 +288,17 @@ def main():
     valid = np.fromfile(os.path.join(a.work, "valid.u16"), dtype=np.uint16)
     adapter = Adapter(cfg, m.norm)
     opt = torch.optim.AdamW(adapter.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    ckpt = os.path.join(a.work, "kangaroo.pt")
-    log_path = os.path.join(a.work, "kangaroo_log.jsonl")
-    step, elapsed = 0, 0.0
-    if os.path.exists(ckpt):
-        ck = torch.load(ckpt, map_location="cpu")
-        adapter.load_state_dict(ck["adapter"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed = ck["step"], ck["elapsed"]
-        print(f"[kangaroo] resumed at step {step}", flush=True)
     n_params = sum(p.numel() for p in adapter.parameters())
     print(f"[kangaroo] adapter {n_params / 1e6:.3f} M parameters (+ the target's tied LM head), {a.steps} steps", flush=True)
-    t_last = time.time()
-    while step < a.steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, a.steps, a.lr, max(1, a.steps // 20))
+
+    def train_step(step):
         x, _ = batch_at(train, step, a.seed, a.batch, a.seq)
         loss, acc, base, overlap, _, _ = losses(m, adapter, l, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
-        opt.step()
-        step += 1
-        now = time.time()
-        elapsed += now - t_last
-        t_last = now
-        with open(log_path, "a") as f:
-            f.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "top1": round(acc, 4), "early_exit_top1": round(base, 4),
-                                "overlap": round(overlap, 4)}) + "\n")
-        if step % 10 == 0 or step == a.steps:
-            eta = (a.steps - step) * elapsed / step
-            print(f"[kangaroo] step {step}/{a.steps} loss {loss.item():.3f} top1 {acc:.3f} (plain early exit {base:.3f}) "
-                  f"overlap {overlap:.3f} eta {eta / 60:.1f} min", flush=True)
-        if step % 50 == 0 or step == a.steps:
-            torch.save({"adapter": adapter.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt)
+        record = {"top1": round(acc, 4), "early_exit_top1": round(base, 4), "overlap": round(overlap, 4)}
+        return loss, record, f"top1 {acc:.3f} (plain early exit {base:.3f}) overlap {overlap:.3f}"
+
+    step, elapsed = train_resumable("kangaroo", adapter, opt, os.path.join(a.work, "kangaroo.pt"),
+                                    os.path.join(a.work, "kangaroo_log.jsonl"), a.steps, a.lr, train_step, state_key="adapter")
 
     # held-out: agreement with the target's argmax, and how confidence separates hits from misses
     adapter.eval()
