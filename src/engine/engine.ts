@@ -123,6 +123,9 @@ export class LocalEngine implements Engine {
           case 'spec_step':
             this.hooks.onSpecStep?.(m);
             return;
+          case 'released':
+            this.hooks.onRequestKv?.(m.kvPeakBytes);
+            return;
           default:
             this.channels.get(m.id)?.push(m);
         }

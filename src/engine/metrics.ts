@@ -68,7 +68,7 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
   // 16 KiB .. 256 MiB in powers of 4: one 16-token fp32 block of the tiny model is 96 KiB
   const kvPeak = new Histogram({
     name: 'specserve_kv_request_peak_bytes',
-    help: 'Most KV cache bytes each finished request held at once (written blocks and quantized stairs, without its admission reservation)',
+    help: 'Most KV cache bytes each request held at once, whether it finished, was cancelled or failed (written blocks and quantized stairs, without its admission reservation)',
     buckets: Array.from({ length: 8 }, (_, i) => 16384 * 4 ** i),
     registers,
   });

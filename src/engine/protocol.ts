@@ -76,7 +76,9 @@ export type FromWorker =
       /** The goodput policy's current best draft cap per batch-size class. */
       draftCaps?: DraftCapSnapshot[];
     }
-  | { type: 'spec_step'; drafter: string; drafted: number; accepted: number; acceptedPositions: number[] };
+  | { type: 'spec_step'; drafter: string; drafted: number; accepted: number; acceptedPositions: number[] }
+  /** A sequence left without a done message (cancelled or failed): what it held of the KV cache. */
+  | { type: 'released'; id: number; kvPeakBytes: number };
 
 export interface WorkerInfo {
   provider: 'cuda' | 'cpu';

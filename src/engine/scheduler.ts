@@ -682,6 +682,8 @@ export class Scheduler {
     if (i >= 0) this.running.splice(i, 1);
     const kvUsage = this.kv.release(s.req.id);
     s.drafter?.release(s.req.id);
+    // cancelled (disconnect, stop string) or failed: no done message, but its KV use still counts
+    if (!reason && kvUsage) this.emit({ type: 'released', id: s.req.id, kvPeakBytes: kvUsage.peakBytes });
     if (reason) {
       const st = s.stats;
       this.emit({

@@ -102,6 +102,20 @@ describe('openai client against the real model', () => {
     assert.equal(lossy.body.speculative[0].lossy.delta, 0.2);
   });
 
+  test('a request ended by a stop string still counts in the per-request KV histogram', async () => {
+    const count = () => metric(server.url, 'specserve_kv_request_peak_bytes_count').catch(() => 0);
+    const before = await count();
+    const r = await post('/v1/completions', { model: MODEL, prompt: 'import os\nimport sys\n', max_tokens: 64, temperature: 0, stop: ['\n'] });
+    assert.equal(r.body.choices[0].finish_reason, 'stop');
+    assert.ok(r.body.usage.completion_tokens < 64 && !r.body.choices[0].text.includes('\n'), 'the stop string ended it');
+    let after = await count();
+    for (let i = 0; i < 20 && after === before; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      after = await count();
+    }
+    assert.equal(after, before + 1);
+  });
+
   test('logprobs and echo with max_tokens 0 score a prompt', async () => {
     const res = await post('/v1/completions', { model: MODEL, prompt: 'import os\nimport sys\n', max_tokens: 0, echo: true, logprobs: 2 });
     assert.equal(res.status, 200);
