@@ -59,8 +59,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import NEG, RMSNorm, rotate_half  # noqa: E402
-from heads import ResBlock, load_target, soft_ce, EMBED_FILE  # noqa: E402
-from export import retie_lm_head  # noqa: E402
+from heads import ResBlock, distill, load_target, EMBED_FILE  # noqa: E402
+from export import retie_lm_head, sha256  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from train import batch_at  # noqa: E402
 
@@ -192,12 +192,10 @@ def depth_losses(model, target, x, first=1):
         q0 = first + k - 1                                           # root q - k + 1 >= first
         lg = F.linear(u[:, q0:], E)
         teacher = p[:, q0:]
-        losses.append(soft_ce(lg, teacher))
-        with torch.no_grad():
-            want = teacher.argmax(-1)
-            top = lg.topk(5, dim=-1).indices
-            acc1.append((top[..., 0] == want).float().mean().item())
-            acc5.append((top == want.unsqueeze(-1)).any(-1).float().mean().item())
+        loss, a1, a5 = distill(lg, teacher)
+        losses.append(loss)
+        acc1.append(a1)
+        acc5.append(a5)
     return losses, acc1, acc5
 
 
@@ -436,14 +434,6 @@ def check_export_matches_unroll(model, target, valid, K, vocab):
         err = max(err, (lp[0, k - 1] - want).abs().max().item())
     assert err < 1e-3, f"export module differs from the training unroll by {err}"
     return err
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main():

@@ -7,6 +7,7 @@ usage: /usr/bin/python3 models/tooling/export.py WORK_DIR MODEL_DIR
   MODEL_DIR/config.json, generation_config.json   (tokenizer files come from prepare.py)
   MODEL_DIR/reference.json         torch outputs the Node-side check compares the ONNX files with
 """
+import hashlib
 import json
 import os
 import sys
@@ -78,6 +79,14 @@ def retie_lm_head(mo, emb_name):
                     fixed += 1
             mo.graph.initializer.remove(i)
     return fixed
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def export(wrapper, args, path, in_names, out_names, dyn):

@@ -95,6 +95,16 @@ def soft_ce(logits, teacher_p):
     return -(teacher_p * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
+def distill(logits, teacher_p):
+    """Soft cross-entropy against the teacher, and top-1 / top-5 agreement with its argmax."""
+    with torch.no_grad():
+        want = teacher_p.argmax(-1)
+        top = logits.topk(5, dim=-1).indices
+        acc1 = (top[..., 0] == want).float().mean().item()
+        acc5 = (top == want.unsqueeze(-1)).any(-1).float().mean().item()
+    return soft_ce(logits, teacher_p), acc1, acc5
+
+
 def head_losses(kind, heads, target, x, n_heads):
     """Per-head loss and top-1/top-5 agreement with the target's argmax."""
     with torch.no_grad():
@@ -117,12 +127,10 @@ def head_losses(kind, heads, target, x, n_heads):
             z = heads.head(k, h[:, :n], path)
         lg = F.linear(z, W)                        # tied, frozen LM head
         teacher = p[:, s - 1:s - 1 + n]
-        losses.append(soft_ce(lg, teacher))
-        with torch.no_grad():
-            want = teacher.argmax(-1)
-            top = lg.topk(5, dim=-1).indices
-            acc1.append((top[..., 0] == want).float().mean().item())
-            acc5.append((top == want.unsqueeze(-1)).any(-1).float().mean().item())
+        loss, a1, a5 = distill(lg, teacher)
+        losses.append(loss)
+        acc1.append(a1)
+        acc5.append(a5)
     return losses, acc1, acc5
 
 
@@ -159,15 +167,16 @@ class HydraHeadExport(nn.Module):
 EMBED_FILE = "embed.f32"
 
 
-def share_embedding(path, W):
-    """Re-tie the LM head to the embedding and store the embedding once, as external data in
-    heads/embed.f32 shared by every head graph (otherwise each file carries its own 4 MB copy)."""
+def share_embedding(path, W, name="W"):
+    """Re-tie the LM head to the embedding (initializer `name`) and store the embedding once, as
+    external data in EMBED_FILE next to the graph, shared by every graph of the folder (otherwise
+    each file carries its own 4 MB copy)."""
     mo = onnx.load(path)
-    if not any(i.name == "W" for i in mo.graph.initializer):  # only its folded transpose was kept
-        mo.graph.initializer.append(onnx.numpy_helper.from_array(W.numpy(), "W"))
-    retie_lm_head(mo, "W")
+    if not any(i.name == name for i in mo.graph.initializer):  # only its folded transpose was kept
+        mo.graph.initializer.append(onnx.numpy_helper.from_array(W.numpy(), name))
+    retie_lm_head(mo, name)
     for init in mo.graph.initializer:
-        if init.name == "W":
+        if init.name == name:
             init.ClearField("raw_data")
             init.data_location = onnx.TensorProto.EXTERNAL
             del init.external_data[:]

@@ -26,7 +26,6 @@ Exports (MODEL_DIR/kangaroo/; the embedding / LM head is stored once, as externa
   kangaroo.json manifest (files, sha256, dims, parameters, held-out agreement, training)
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -39,13 +38,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Attention, RMSNorm, causal_bias, rotate_half  # noqa: E402
-from export import retie_lm_head  # noqa: E402
-from heads import load_target, soft_ce  # noqa: E402
+from export import sha256  # noqa: E402
+from heads import EMBED_FILE, load_target, share_embedding, soft_ce  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from train import batch_at  # noqa: E402
 
-EMBED_FILE = "embed.f32"
 OPSET = 17
+EMBED_NAME = "m.embed.weight"  # the embedding initializer's name in these exports (torch module path)
 
 
 class Adapter(nn.Module):
@@ -138,31 +137,9 @@ class DeepExport(nn.Module):
         return tuple(out)
 
 
-def externalize_embedding(path, W):
-    """Re-tie the LM head to the embedding initializer and store that once as external data."""
-    mo = onnx.load(path)
-    names = [i.name for i in mo.graph.initializer if list(i.dims) == list(W.shape)]
-    if not names:  # only the head's folded transpose was kept: add the embedding back
-        mo.graph.initializer.append(onnx.numpy_helper.from_array(W.numpy(), "m.embed.weight"))
-        names = ["m.embed.weight"]
-    emb = names[0]
-    retie_lm_head(mo, emb)
-    for init in mo.graph.initializer:
-        if init.name == emb:
-            init.ClearField("raw_data")
-            init.data_location = onnx.TensorProto.EXTERNAL
-            del init.external_data[:]
-            for k, v in (("location", EMBED_FILE), ("offset", "0"), ("length", str(W.numel() * 4))):
-                e = init.external_data.add()
-                e.key, e.value = k, v
-    onnx.save(mo, path)
-    onnx.checker.check_model(path)
-
-
 def export_all(m, adapter, l, out_dir):
     c = m.c
     KV, HD, D = c.n_kv_heads, c.head_dim, c.d_model
-    m.embed.weight.detach().numpy().astype("<f4").tofile(os.path.join(out_dir, EMBED_FILE))
     B, T, P = 2, 3, 4
     ids = torch.randint(0, c.vocab, (B, T))
     pos = torch.arange(P, P + T).expand(B, T).contiguous()
@@ -190,7 +167,7 @@ def export_all(m, adapter, l, out_dir):
     path = os.path.join(out_dir, "draft.onnx")
     torch.onnx.export(DraftExport(m, adapter, l), (ids, pos, bias, *past), path, input_names=ins, output_names=outs,
                       dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
-    externalize_embedding(path, m.embed.weight.detach())
+    share_embedding(path, m.embed.weight.detach(), EMBED_NAME)
 
     # adapter K/V for rows the engine computed
     path = os.path.join(out_dir, "adapter.onnx")
@@ -213,7 +190,7 @@ def export_all(m, adapter, l, out_dir):
     path = os.path.join(out_dir, "deep.onnx")
     torch.onnx.export(DeepExport(m, l), (torch.randn(B, T, D), pos, bias, *past), path, input_names=ins, output_names=outs,
                       dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
-    externalize_embedding(path, m.embed.weight.detach())
+    share_embedding(path, m.embed.weight.detach(), EMBED_NAME)
 
 
 def losses(m, adapter, l, x):
@@ -240,14 +217,6 @@ def losses(m, adapter, l, x):
         conf = top_p.flatten().numpy()
         hit = (top_i == want).flatten().numpy()
     return loss, acc, base, overlap, conf, hit
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_split(m, l):
