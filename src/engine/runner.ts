@@ -68,6 +68,8 @@ export class Runner {
     private readonly session: ort.InferenceSession,
     readonly cfg: ModelConfig,
     readonly provider: Provider,
+    /** Threads and spinning the target runs with (the deep graph runs with the same). */
+    private readonly options: ort.InferenceSession.SessionOptions,
   ) {
     const names = session.inputNames;
     if (names.includes('attention_bias')) this.layout = 'speculative';
@@ -92,7 +94,7 @@ export class Runner {
       try {
         const s = await ort.InferenceSession.create(cfg.onnxPath, { ...base, executionProviders: ['cuda'] });
         log(`execution provider: CUDA (${cfg.onnxPath})`);
-        return new Runner(s, cfg, 'cuda');
+        return new Runner(s, cfg, 'cuda', base);
       } catch (err) {
         if (opts.provider === 'cuda') throw new Error(`CUDA execution provider requested but unavailable: ${(err as Error).message}`);
         log(`execution provider: CPU (CUDA unavailable: ${firstLine((err as Error).message)})`);
@@ -101,21 +103,15 @@ export class Runner {
       log('execution provider: CPU (configured)');
     }
     const s = await ort.InferenceSession.create(cfg.onnxPath, { ...base, executionProviders: ['cpu'] });
-    return new Runner(s, cfg, 'cpu');
+    return new Runner(s, cfg, 'cpu', base);
   }
 
-  /** Loads the target's deep layers as a graph of their own (same provider and threads), used to
-   *  verify rows whose shallow layers a drafter already computed. Returns false when absent. */
-  async loadDeep(file: string, fromLayer: number, threads: number, spinThreads = false): Promise<boolean> {
+  /** Loads the target's deep layers as a graph of their own (same provider, threads and
+   *  spinning as the target), used to verify rows whose shallow layers a drafter already computed.
+   *  Returns false when absent. */
+  async loadDeep(file: string, fromLayer: number): Promise<boolean> {
     if (this.layout !== 'speculative' || !existsSync(file)) return false;
-    const session = await ort.InferenceSession.create(file, {
-      graphOptimizationLevel: 'all',
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
-      ...spinning(spinThreads),
-      executionProviders: [this.provider],
-    });
+    const session = await ort.InferenceSession.create(file, { ...this.options, executionProviders: [this.provider] });
     this.deep = { session, fromLayer };
     return true;
   }

@@ -25,7 +25,7 @@ async function main() {
   });
   const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes, 16, init.kvCache === 'saq' ? SAQ_DEFAULTS : null);
   const split = kangarooDeepGraph(cfg.dir);
-  const deepVerify = split ? await runner.loadDeep(split.file, split.fromLayer, init.threads, init.spinThreads) : false;
+  const deepVerify = split ? await runner.loadDeep(split.file, split.fromLayer) : false;
   const { drafters, info } = await createDrafters({
     modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout,
     shallowLayers: cfg.shallowLayers, contextLength: cfg.contextLength, deepVerify,
