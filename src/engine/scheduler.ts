@@ -102,8 +102,7 @@ export class Scheduler {
   private readonly eos: Set<number>;
   private buffers = new Map<string, Float32Array>();
   readonly draftCaps = new DraftCapPolicy();
-  /** This step's cap choice (goodput policy), recorded with the decode tokens it produced. */
-  private capChoice: { batch: number; arm: number; drafter: string } | null = null;
+  /** Tokens the decode rows of the current step emitted (for the goodput policy). */
   private decodeTokens = 0;
 
   constructor(
@@ -185,10 +184,9 @@ export class Scheduler {
     this.admit();
     if (this.running.length === 0) return false;
     const t0 = performance.now();
-    this.capChoice = null;
     this.decodeTokens = 0;
     let prefillMs = 0;
-    const rows = await this.planRows();
+    const { rows, capChoice } = await this.planRows();
     if (rows.length === 0) return true;
     // Rows of one forward are padded to the longest: a 256-token prompt chunk in the same forward
     // as 1-token decode rows would make every decode row cost 256 positions. Decode rows (root +
@@ -209,8 +207,9 @@ export class Scheduler {
       const tg = performance.now();
       try {
         if (deep(group[0])) {
-          const out = await this.runner.forwardDeep!(this.buildDeepInput(group));
-          this.processRows(group, this.withShallow(group, out), group.length);
+          const input = this.buildDeepInput(group);
+          const out = await this.runner.forwardDeep!(input);
+          this.processRows(group, this.withShallow(group, out, input.hidden), group.length);
         } else if (this.runner.layout === 'speculative') {
           const out = await this.runner.forward(this.buildSpecInput(group));
           this.processRows(group, out, group.length);
@@ -229,8 +228,7 @@ export class Scheduler {
       if (group[0].kind === 'prefill') prefillMs += performance.now() - tg;
     }
     // goodput: tokens the decode rows emitted per ms of drafting + verification
-    const choice = this.capChoice as { batch: number; arm: number; drafter: string } | null; // set by planRows
-    if (choice) this.draftCaps.record(choice.batch, choice.arm, this.decodeTokens, performance.now() - t0 - prefillMs, choice.drafter);
+    if (capChoice) this.draftCaps.record(capChoice.batch, capChoice.arm, this.decodeTokens, performance.now() - t0 - prefillMs, capChoice.drafter);
     return true;
   }
 
@@ -264,18 +262,20 @@ export class Scheduler {
     }
   }
 
-  private async planRows(): Promise<Row[]> {
+  /** This step's rows, and the goodput policy's cap choice for it (null when it made none). */
+  private async planRows(): Promise<{ rows: Row[]; capChoice: { batch: number; arm: number; drafter: string } | null }> {
     const rows: Row[] = [];
     let prefillBudget = this.opts.prefillChunk;
     const drafting: { seq: Seq; row: Row; maxNodes: number }[] = [];
     const decoding = this.running.filter((s) => s.root !== null);
     let batchShare = Math.floor(DRAFT_TOKENS_PER_STEP / this.running.length);
+    let capChoice: { batch: number; arm: number; drafter: string } | null = null;
     const names = new Set(decoding.filter((s) => s.drafter).map((s) => s.drafter!.name));
     if (this.opts.draftPolicy !== 'static' && names.size > 0) {
       // measured per drafter: their costs and hit rates differ too much to share one estimate
       const drafter = names.size === 1 ? [...names][0] : 'mixed';
       const choice = this.draftCaps.choose(decoding.length, drafter);
-      this.capChoice = { batch: decoding.length, arm: choice.arm, drafter };
+      capChoice = { batch: decoding.length, arm: choice.arm, drafter };
       batchShare = choice.cap;
     }
     for (const s of this.running) {
@@ -340,7 +340,7 @@ export class Scheduler {
       });
     }
     // a row that cannot get KV room for even its root waits (rare: budget exhausted mid-run)
-    return rows.filter((r) => this.kv.canGrow(r.seq.req.id, r.tokens.length) || this.preempt(r));
+    return { rows: rows.filter((r) => this.kv.canGrow(r.seq.req.id, r.tokens.length) || this.preempt(r)), capChoice };
   }
 
   private draftContext(s: Seq, maxNodes: number): DraftContext {
@@ -390,9 +390,9 @@ export class Scheduler {
   }
 
   private buildSpecInput(rows: Row[]): ForwardInput {
-    const { input, fill } = this.batchInput(rows, 0);
+    const input = this.batchInput(rows, 0);
     const inputIds = new BigInt64Array(input.batch * input.newTokens);
-    fill((b, t, r) => (inputIds[b * input.newTokens + t] = BigInt(r.tokens[t])));
+    rows.forEach((r, b) => r.tokens.forEach((tok, t) => (inputIds[b * input.newTokens + t] = BigInt(tok))));
     return { ...input, inputIds };
   }
 
@@ -400,21 +400,20 @@ export class Scheduler {
    *  layers only. */
   private buildDeepInput(rows: Row[]): DeepInput {
     const from = this.runner.deep!.fromLayer;
-    const { input } = this.batchInput(rows, from);
+    const input = this.batchInput(rows, from);
     const D = this.model.hiddenSize;
     const hidden = new Float32Array(input.batch * input.newTokens * D);
     rows.forEach((r, b) => hidden.set(r.tree!.features!.hidden, b * input.newTokens * D));
     return { ...input, hidden };
   }
 
-  /** The deep graph's output completed with the drafter's shallow K/V and states, laid out like a
-   *  full forward's ([batch, newTokens, ...] per layer). */
-  private withShallow(rows: Row[], out: ForwardOutput): ForwardOutput {
+  /** The deep graph's output completed with the drafter's shallow K/V and states (`hiddenShallow`:
+   *  the deep input's states), laid out like a full forward's ([batch, newTokens, ...] per layer). */
+  private withShallow(rows: Row[], out: ForwardOutput, hiddenShallow: Float32Array): ForwardOutput {
     const B = rows.length;
     const T = Math.max(...rows.map((r) => r.tokens.length));
     const from = this.runner.deep!.fromLayer;
     const W = this.model.numKvHeads * this.model.headDim;
-    const D = this.model.hiddenSize;
     const keys: Float32Array[] = [];
     const values: Float32Array[] = [];
     for (let l = 0; l < from; l++) {
@@ -427,13 +426,10 @@ export class Scheduler {
       keys.push(k);
       values.push(v);
     }
-    const hiddenShallow = new Float32Array(B * T * D);
-    rows.forEach((r, b) => hiddenShallow.set(r.tree!.features!.hidden, b * T * D));
     return { logits: out.logits, hidden: out.hidden, hiddenShallow, keys: [...keys, ...out.keys], values: [...values, ...out.values] };
   }
 
-  /** Positions, tree bias and past K/V of target layers [fromLayer, L) for a batch of rows;
-   *  `fill` visits every (row, new token) for the caller's per-token input. */
+  /** Positions, tree bias and past K/V of target layers [fromLayer, L) for a batch of rows. */
   private batchInput(rows: Row[], fromLayer: number) {
     const B = rows.length;
     const T = Math.max(...rows.map((r) => r.tokens.length));
@@ -459,9 +455,7 @@ export class Scheduler {
         for (let a = t; a >= 0; a = r.parents[a]) bias[rowOff + P + a] = 0;
       }
     });
-    const input = { batch: B, newTokens: T, past: P, positionIds, attentionBias: bias, pastKeys, pastValues };
-    const fill = (f: (b: number, t: number, r: Row) => void) => rows.forEach((r, b) => r.tokens.forEach((_, t) => f(b, t, r)));
-    return { input, fill };
+    return { batch: B, newTokens: T, past: P, positionIds, attentionBias: bias, pastKeys, pastValues };
   }
 
   private buildOptimumInput(r: Row): ForwardInput {
