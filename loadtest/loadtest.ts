@@ -140,7 +140,7 @@ async function main() {
       return { all, wall, before, after };
     };
     // untimed warm-up at each level, so the goodput draft policy has measured its caps there
-    for (const c of levels) await runLevel(o.drafter, c, 0).then(() => undefined);
+    for (const c of levels) await runLevel(o.drafter, c, 0);
     for (const mode of modes) results[mode] = {};
     const ratios: Record<number, number[]> = {};
     for (const c of levels) {

@@ -28,6 +28,8 @@ export interface KangarooManifest {
   /** Stop threshold η calibrated for this adapter (its confidence scale depends on the target's
    *  entropy); KANGAROO_THRESHOLD when absent. */
   threshold?: number;
+  /** Most tokens drafted per step (γ); KANGAROO_MAX_STEPS when absent. */
+  max_steps?: number;
   exit_layer: number;
   layers: number;
   hidden_size: number;
@@ -69,6 +71,7 @@ export class KangarooDrafter implements Drafter {
   private shallowK: Float32Array[] = [];
   private shallowV: Float32Array[] = [];
   readonly threshold: number;
+  readonly maxSteps: number;
 
   private constructor(
     private readonly draft: ort.InferenceSession,
@@ -78,6 +81,7 @@ export class KangarooDrafter implements Drafter {
   ) {
     this.W = manifest.kv_heads * manifest.head_dim;
     this.threshold = Number(process.env.SPECSERVE_KANGAROO_THRESHOLD ?? '') || (manifest.threshold ?? KANGAROO_THRESHOLD);
+    this.maxSteps = manifest.max_steps ?? KANGAROO_MAX_STEPS;
     this.needs = { hidden: false, history: 'shallow', pastLayers: manifest.exit_layer, treeMask: true } as const;
   }
 
@@ -106,7 +110,7 @@ export class KangarooDrafter implements Drafter {
 
   private reserve(st: SeqState, rows: number): void {
     if (st.k.length >= rows * this.W) return;
-    const cap = Math.min(Math.max(rows, 2 * st.k.length / this.W, 64), this.context + KANGAROO_MAX_STEPS + 2);
+    const cap = Math.min(Math.max(rows, 2 * st.k.length / this.W, 64), this.context + this.maxSteps + 2);
     const k = new Float32Array(Math.max(cap, rows) * this.W);
     const v = new Float32Array(k.length);
     k.set(st.k);
@@ -131,7 +135,7 @@ export class KangarooDrafter implements Drafter {
     const l = this.manifest.exit_layer;
     const D = this.manifest.hidden_size;
     const W = this.W;
-    const maxN = Math.min(ctx.maxNodes, KANGAROO_MAX_STEPS);
+    const maxN = Math.min(ctx.maxNodes, this.maxSteps);
     const cap = committed + maxN + 1;
     if (this.shallowK.length !== l || this.shallowK[0].length < cap * W) {
       const size = Math.max(cap, 2 * (this.shallowK[0]?.length ?? 0) / W) * W;
@@ -227,7 +231,7 @@ export class KangarooDrafter implements Drafter {
       hidden_shallow: new ort.Tensor('float32', hidden, [1, T, D]),
       position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(st.len + i)), [1, T]),
     });
-    this.reserve(st, committed + KANGAROO_MAX_STEPS + 1);
+    this.reserve(st, committed + this.maxSteps + 1);
     st.k.set(out['adapter_new.key'].data as Float32Array, st.len * this.W);
     st.v.set(out['adapter_new.value'].data as Float32Array, st.len * this.W);
     st.len = committed;
