@@ -8,6 +8,7 @@
 //   → per sequence: commit prompt rows, or verify the tree, keep root + accepted rows, emit
 //     accepted tokens + the bonus token (the next root, not cached until the next step)
 import type { DraftContext, Drafter, DraftTree } from '../drafters/Drafter.ts';
+import { BatchPast } from '../kvcache/batch-past.ts';
 import type { PagedKvCache } from '../kvcache/paged.ts';
 import { verifyGreedy, verifySampled, type Relax, type VerifyTree } from './acceptance.ts';
 import { DraftCapPolicy } from './draft-policy.ts';
@@ -51,6 +52,9 @@ export interface SchedulerOptions {
   maxQueuedRequests: number;
   prefillChunk: number;
   draftPolicy?: 'goodput' | 'static';
+  /** Keep decode batches' past K/V between steps and copy only new rows (fp32 cache; default on).
+   *  Off rebuilds it every step, for comparison. */
+  keepBatchPast?: boolean;
 }
 
 interface Seq {
@@ -101,6 +105,7 @@ export class Scheduler {
   private readonly running: Seq[] = [];
   private readonly eos: Set<number>;
   private buffers = new Map<string, Float32Array>();
+  private readonly pastViews = new Map<number, BatchPast>();
   readonly draftCaps = new DraftCapPolicy();
   /** Tokens the decode rows of the current step emitted (for the goodput policy). */
   private decodeTokens = 0;
@@ -182,7 +187,10 @@ export class Scheduler {
   async step(): Promise<boolean> {
     this.reap();
     this.admit();
-    if (this.running.length === 0) return false;
+    if (this.running.length === 0) {
+      for (const v of this.pastViews.values()) v.clear(); // idle: hand the batch buffers back
+      return false;
+    }
     const t0 = performance.now();
     this.decodeTokens = 0;
     let prefillMs = 0;
@@ -207,12 +215,13 @@ export class Scheduler {
       const tg = performance.now();
       try {
         if (deep(group[0])) {
-          const input = this.buildDeepInput(group);
+          const { rows: ordered, input } = this.buildDeepInput(group);
           const out = await this.runner.forwardDeep!(input);
-          this.processRows(group, this.withShallow(group, out, input.hidden), group.length);
+          this.processRows(ordered, this.withShallow(ordered, out, input.hidden), ordered.length);
         } else if (this.runner.layout === 'speculative') {
-          const out = await this.runner.forward(this.buildSpecInput(group));
-          this.processRows(group, out, group.length);
+          const { rows: ordered, input } = this.buildSpecInput(group);
+          const out = await this.runner.forward(input);
+          this.processRows(ordered, out, ordered.length);
         } else {
           const out = await this.runner.forward(this.buildOptimumInput(group[0]));
           this.processRows(group, this.optimumToRows(group[0], out), 1);
@@ -389,22 +398,22 @@ export class Scheduler {
     );
   }
 
-  private buildSpecInput(rows: Row[]): ForwardInput {
-    const input = this.batchInput(rows, 0);
+  private buildSpecInput(group: Row[]): { rows: Row[]; input: ForwardInput } {
+    const { rows, input } = this.batchInput(group, 0);
     const inputIds = new BigInt64Array(input.batch * input.newTokens);
     rows.forEach((r, b) => r.tokens.forEach((tok, t) => (inputIds[b * input.newTokens + t] = BigInt(tok))));
-    return { ...input, inputIds };
+    return { rows, input: { ...input, inputIds } };
   }
 
   /** Input of the deep graph: the rows' shallow states instead of token ids, past of the deep
    *  layers only. */
-  private buildDeepInput(rows: Row[]): DeepInput {
+  private buildDeepInput(group: Row[]): { rows: Row[]; input: DeepInput } {
     const from = this.runner.deep!.fromLayer;
-    const input = this.batchInput(rows, from);
+    const { rows, input } = this.batchInput(group, from);
     const D = this.model.hiddenSize;
     const hidden = new Float32Array(input.batch * input.newTokens * D);
     rows.forEach((r, b) => hidden.set(r.tree!.features!.hidden, b * input.newTokens * D));
-    return { ...input, hidden };
+    return { rows, input: { ...input, hidden } };
   }
 
   /** The deep graph's output completed with the drafter's shallow K/V and states (`hiddenShallow`:
@@ -429,24 +438,38 @@ export class Scheduler {
     return { logits: out.logits, hidden: out.hidden, hiddenShallow, keys: [...keys, ...out.keys], values: [...values, ...out.values] };
   }
 
-  /** Positions, tree bias and past K/V of target layers [fromLayer, L) for a batch of rows. */
-  private batchInput(rows: Row[], fromLayer: number) {
-    const B = rows.length;
-    const T = Math.max(...rows.map((r) => r.tokens.length));
-    const P = Math.max(...rows.map((r) => this.kv.length(r.seq.req.id)));
-    const S = P + T;
+  /** Positions, tree bias and past K/V of target layers [fromLayer, L) for a batch of rows. Decode
+   *  batches over an fp32 cache read their past from a view kept between steps (`BatchPast`), in
+   *  the view's order: the rows come back in the order the input uses. */
+  private batchInput(group: Row[], fromLayer: number) {
     const { numLayers, numKvHeads, headDim } = this.model;
     const W = numKvHeads * headDim;
+    const B = group.length;
+    const T = Math.max(...group.map((r) => r.tokens.length));
+    let rows = group;
+    let P: number;
+    let pastKeys: Float32Array[] = [];
+    let pastValues: Float32Array[] = [];
+    const view = group[0].kind === 'decode' ? this.pastView(fromLayer) : null;
+    if (view) {
+      const v = view.prepare(group.map((r) => r.seq.req.id));
+      rows = v.order.map((i) => group[i]);
+      P = v.stride;
+      pastKeys = v.keys;
+      pastValues = v.values;
+    } else {
+      P = Math.max(...group.map((r) => this.kv.length(r.seq.req.id)));
+      for (let l = fromLayer; l < numLayers; l++) {
+        pastKeys.push(this.buf(`k${l}`, B * P * W));
+        pastValues.push(this.buf(`v${l}`, B * P * W));
+      }
+      group.forEach((r, b) => this.kv.gatherLayers(r.seq.req.id, fromLayer, numLayers, pastKeys, pastValues, b, P));
+    }
+    const S = P + T;
     const positionIds = new BigInt64Array(B * T);
     const bias = new Float32Array(B * T * S).fill(NEG);
-    const pastKeys: Float32Array[] = [];
-    const pastValues: Float32Array[] = [];
-    for (let l = fromLayer; l < numLayers; l++) {
-      pastKeys.push(this.buf(`k${l}`, B * P * W));
-      pastValues.push(this.buf(`v${l}`, B * P * W));
-    }
     rows.forEach((r, b) => {
-      const L = this.kv.gatherLayers(r.seq.req.id, fromLayer, numLayers, pastKeys, pastValues, b, P);
+      const L = this.kv.length(r.seq.req.id);
       for (let t = 0; t < r.tokens.length; t++) {
         positionIds[b * T + t] = BigInt(L + r.depth[t]);
         const rowOff = (b * T + t) * S;
@@ -455,7 +478,18 @@ export class Scheduler {
         for (let a = t; a >= 0; a = r.parents[a]) bias[rowOff + P + a] = 0;
       }
     });
-    return { batch: B, newTokens: T, past: P, positionIds, attentionBias: bias, pastKeys, pastValues };
+    return { rows, input: { batch: B, newTokens: T, past: P, positionIds, attentionBias: bias, pastKeys, pastValues } };
+  }
+
+  /** The kept past view of layers [fromLayer, L) for decode batches, when the cache allows one. */
+  private pastView(fromLayer: number): BatchPast | null {
+    if (!this.kv.rowsStable || this.opts.keepBatchPast === false) return null;
+    let v = this.pastViews.get(fromLayer);
+    if (!v) {
+      v = new BatchPast(this.kv, fromLayer, this.model.numLayers);
+      this.pastViews.set(fromLayer, v);
+    }
+    return v;
   }
 
   private buildOptimumInput(r: Row): ForwardInput {

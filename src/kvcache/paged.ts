@@ -94,6 +94,8 @@ interface SeqEntry {
   /** Blocks reserved for this sequence and not yet allocated; each block it allocates uses one. */
   reserved: number;
   peakBytes: number;
+  /** Changes when the sequence is created or truncated (see `generation`). */
+  gen: number;
 }
 
 export class PagedKvCache {
@@ -111,6 +113,7 @@ export class PagedKvCache {
   private readonly seqs = new Map<number, SeqEntry>();
   private quantBytesInUse = 0;
   private reservedBlocks = 0;
+  private gens = 0;
 
   constructor(
     readonly shape: KvShape,
@@ -183,7 +186,7 @@ export class PagedKvCache {
   private entry(seqId: number): SeqEntry {
     let e = this.seqs.get(seqId);
     if (!e) {
-      e = { blocks: [], quantized: 0, length: 0, segments: [], quantBytes: 0, reserved: 0, peakBytes: 0 };
+      e = { blocks: [], quantized: 0, length: 0, segments: [], quantBytes: 0, reserved: 0, peakBytes: 0, gen: ++this.gens };
       this.seqs.set(seqId, e);
     }
     return e;
@@ -287,6 +290,7 @@ export class PagedKvCache {
     if (length > e.length) throw new Error(`truncate to ${length} beyond length ${e.length}`);
     if (length < e.quantized) throw new Error(`cannot roll back into quantized KV (${length} < ${e.quantized})`);
     e.length = length;
+    e.gen = ++this.gens;
     const keep = this.blocksFor(length - e.quantized);
     while (e.blocks.length > keep) this.free.push(e.blocks.pop()!);
   }
@@ -345,6 +349,41 @@ export class PagedKvCache {
           outKeys[l].set(tk.subarray(pos * W + h * D, pos * W + (h + 1) * D), dst);
           outValues[l].set(tv.subarray(pos * W + h * D, pos * W + (h + 1) * D), dst);
         }
+    }
+  }
+
+  /** Identity of a sequence's committed rows, 0 when it holds none. While it stays the same, rows
+   *  already read are unchanged (appends only add rows); it changes when the sequence is created
+   *  anew or truncated. With SAQ, commits also rewrite old rows (demotion), so copies of rows are
+   *  only reusable when `rowsStable`. */
+  generation(seqId: number): number {
+    return this.seqs.get(seqId)?.gen ?? 0;
+  }
+
+  /** Committed rows never change once written (no staircase quantization). */
+  get rowsStable(): boolean {
+    return this.saq === null;
+  }
+
+  /** Copies rows [from, to) of target layers [layerFrom, layerTo) token-major into out[i] (layer
+   *  layerFrom + i), row `from` landing at `dst`. fp32 caches only (`rowsStable`). */
+  gatherRange(seqId: number, layerFrom: number, layerTo: number, from: number, to: number, outKeys: Float32Array[], outValues: Float32Array[], dst: number): void {
+    const e = this.seqs.get(seqId);
+    if (!e || from >= to) return;
+    if (!this.rowsStable) throw new Error('gatherRange needs an fp32 cache');
+    if (to > e.length) throw new Error(`gatherRange to ${to} beyond length ${e.length}`);
+    const W = this.rowWidth;
+    const bs = this.blockSize;
+    for (let pos = from; pos < to; ) {
+      const inBlock = pos % bs;
+      const n = Math.min(bs - inBlock, to - pos);
+      const block = this.pool[e.blocks[(pos / bs) | 0]];
+      const at = dst + (pos - from) * W;
+      for (let l = layerFrom; l < layerTo; l++) {
+        outKeys[l - layerFrom].set(block.subarray(this.off(l, 0, inBlock), this.off(l, 0, inBlock + n)), at);
+        outValues[l - layerFrom].set(block.subarray(this.off(l, 1, inBlock), this.off(l, 1, inBlock + n)), at);
+      }
+      pos += n;
     }
   }
 

@@ -1,0 +1,147 @@
+// The past K/V input of one kind of batched forward, kept between steps.
+//
+// The ONNX contract takes each layer's past as one dense [batch, past, kvHeads, headDim] tensor, so
+// a step's input is a copy of every row of every sequence in the batch. Built afresh each step,
+// that copy grows with batch x context: at 16 sequences of ~150 tokens it was a sixth of a decode
+// step on 2 CPU cores. Decode batches change little from one step to the next (the same sequences,
+// each a few rows longer), so this view keeps the dense buffer and copies only what changed:
+//   - each sequence keeps its batch slot while it stays in the batch; a sequence that leaves is
+//     replaced by the last slot's (one move), newcomers take the free slots;
+//   - a slot is brought up to date by copying the rows committed since it was last synced;
+//   - the past dimension (the slot stride) is the longest sequence rounded up with some headroom,
+//     so it changes (and the buffer is rebuilt) once every few dozen tokens, not every step. Rows
+//     past a sequence's length are masked by the attention bias, as padding always was.
+// Only for caches whose committed rows never change (fp32; SAQ rewrites old rows at commit).
+import type { PagedKvCache } from './paged.ts';
+
+/** The stride is the longest sequence rounded up to a multiple of this (every padded row costs
+ *  the forward a little: onnxruntime copies and attends over the whole past). */
+const ROUND = 16;
+/** The stride is rebuilt smaller when it exceeds the longest sequence by more than this. */
+const SHRINK = 4 * ROUND;
+
+interface Slot {
+  id: number;
+  gen: number;
+  /** Rows [0, valid) of the slot hold the sequence's committed rows. */
+  valid: number;
+}
+
+export interface BatchPastView {
+  /** Order of the requested ids in the batch (indices into the ids given to `prepare`). */
+  order: number[];
+  /** The past dimension of the tensors (>= every sequence's length). */
+  stride: number;
+  /** Per layer [batch, stride, rowWidth]. */
+  keys: Float32Array[];
+  values: Float32Array[];
+  /** Rows copied to bring the view up to date this step (for tests and profiling). */
+  copiedRows: number;
+}
+
+export class BatchPast {
+  private slots: Slot[] = [];
+  private stride = 0;
+  private capacity = 0; // slots the buffers hold
+  private keys: Float32Array[] = [];
+  private values: Float32Array[] = [];
+  private readonly W: number;
+  private readonly layers: number;
+
+  /** A view of target layers [layerFrom, layerTo). */
+  constructor(
+    private readonly kv: PagedKvCache,
+    private readonly layerFrom: number,
+    private readonly layerTo: number,
+  ) {
+    if (!kv.rowsStable) throw new Error('BatchPast needs a cache whose committed rows never change (fp32)');
+    this.W = kv.rowWidth;
+    this.layers = layerTo - layerFrom;
+  }
+
+  /** Brings the buffer up to date for a batch of sequences and returns it. Sequences already held
+   *  keep their slots, so the batch order is the view's (`order`), not the caller's. */
+  prepare(ids: number[]): BatchPastView {
+    const B = ids.length;
+    const lens = ids.map((id) => this.kv.length(id));
+    const need = Math.max(1, ...lens);
+    let copied = 0;
+    if (need > this.stride || this.stride - need > SHRINK) this.relayout(Math.ceil(need / ROUND) * ROUND, Math.max(B, this.capacity));
+    else if (B > this.capacity) this.relayout(this.stride, Math.max(B, this.capacity * 2));
+
+    // slots: keep those still in the batch and still the same sequence (generation) where they are
+    const want = new Map(ids.map((id, i) => [id, i]));
+    const placed: (Slot | null)[] = new Array(B).fill(null);
+    const moving: { slot: Slot; from: number }[] = [];
+    this.slots.forEach((s, at) => {
+      if (!want.has(s.id) || this.kv.generation(s.id) !== s.gen) return;
+      if (at < B) placed[at] = s;
+      else moving.push({ slot: s, from: at });
+    });
+    const held = new Set([...placed.filter((s) => s !== null).map((s) => s.id), ...moving.map((m) => m.slot.id)]);
+    const fresh = ids.filter((id) => !held.has(id));
+    const slotRows = this.stride * this.W;
+    for (let at = 0; at < B; at++) {
+      if (placed[at]) continue;
+      const m = moving.shift();
+      if (m) {
+        // a sequence from beyond the new batch size moves into this hole with the rows it has
+        const { from } = m;
+        for (let l = 0; l < this.layers; l++) {
+          this.keys[l].copyWithin(at * slotRows, from * slotRows, from * slotRows + m.slot.valid * this.W);
+          this.values[l].copyWithin(at * slotRows, from * slotRows, from * slotRows + m.slot.valid * this.W);
+        }
+        placed[at] = m.slot;
+      } else {
+        const id = fresh.shift()!;
+        placed[at] = { id, gen: this.kv.generation(id), valid: 0 };
+      }
+    }
+    this.slots = placed as Slot[];
+
+    // copy what each slot lacks
+    for (let at = 0; at < B; at++) {
+      const s = this.slots[at];
+      const len = this.kv.length(s.id);
+      if (s.valid < len) {
+        this.kv.gatherRange(s.id, this.layerFrom, this.layerTo, s.valid, len, this.keys, this.values, at * slotRows + s.valid * this.W);
+        copied += len - s.valid;
+        s.valid = len;
+      }
+    }
+    const n = B * slotRows;
+    return {
+      order: this.slots.map((s) => want.get(s.id)!),
+      stride: this.stride,
+      keys: this.keys.map((k) => k.subarray(0, n)),
+      values: this.values.map((v) => v.subarray(0, n)),
+      copiedRows: copied,
+    };
+  }
+
+  /** Drops everything (the next `prepare` copies the batch afresh). */
+  clear(): void {
+    this.slots = [];
+    this.stride = 0;
+    this.capacity = 0;
+    this.keys = [];
+    this.values = [];
+  }
+
+  /** New buffers of `capacity` slots of `stride` rows; the slots held move over with their rows. */
+  private relayout(stride: number, capacity: number): void {
+    const from = this.stride * this.W;
+    const to = stride * this.W;
+    // a slot longer than the new stride (a sequence that left the batch) is not carried over
+    this.slots = this.slots.map((s) => (s.valid <= stride ? s : { ...s, gen: -1, valid: 0 }));
+    const move = (old: Float32Array | undefined) => {
+      const a = new Float32Array(capacity * to);
+      if (old) this.slots.forEach((s, at) => a.set(old.subarray(at * from, at * from + s.valid * this.W), at * to));
+      return a;
+    };
+    this.keys = Array.from({ length: this.layers }, (_, l) => move(this.keys[l]));
+    this.values = Array.from({ length: this.layers }, (_, l) => move(this.values[l]));
+    this.stride = stride;
+    this.capacity = capacity;
+  }
+}
