@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import type { TextRequest } from '../src/engine/types.ts';
 import { CHATS, PROMPTS, type Category } from './prompts.ts';
-import { mdTable, writeReport, type Chart } from './report.ts';
+import { mdTable, median, writeReport, type Chart } from './report.ts';
 import { kvBench } from './kv-bench.ts';
 import { serverThroughput } from './server-bench.ts';
 import { TransformersPeer } from './peer-transformers.ts';
@@ -93,6 +93,9 @@ async function main() {
   const cells = new Map<string, Cell>(); // `${method}|${category}`
   const key = (m: string, c: string) => `${m}|${c}`;
   for (const m of methods) for (const c of [...categories, 'overall']) cells.set(key(m, c), emptyCell());
+  // seconds of each repetition, per method and prompt: timing is the median repetition's, so one
+  // repetition the VM slowed down (another tenant, a kernel thread) does not move a ratio
+  const times = new Map<string, number[]>(); // `${method}|${prompt index}`
 
   console.log(`specserve bench: ${prompts.length} prompts x ${o.reps} reps x ${methods.length} methods, ${o.maxTokens} tokens each, threads=${o.threads}, provider=${engine.info.provider}`);
   const bar = new cliProgress.SingleBar({ format: ' {bar} {value}/{total} runs | {method} on {category}', hideCursor: true }, cliProgress.Presets.shades_classic);
@@ -101,7 +104,7 @@ async function main() {
   await timeEngine(engine, req(prompts[0].prompt, 'none', 16, o.maxDraftTokens));
   if (peer) await peer.generate(prompts[0].prompt, 16);
   for (let rep = 0; rep < o.reps; rep++) {
-    for (const p of prompts) {
+    for (const [pi, p] of prompts.entries()) {
       // interleave methods so slow drift of the machine hits all of them alike
       const order = rep % 2 === 0 ? methods : [...methods].reverse();
       for (const m of order) {
@@ -116,11 +119,21 @@ async function main() {
         }
         add(cells.get(key(m, p.category))!, cell);
         add(cells.get(key(m, 'overall'))!, cell);
+        times.set(key(m, String(pi)), [...(times.get(key(m, String(pi))) ?? []), cell.seconds]);
         bar.increment(1);
       }
     }
   }
   bar.stop();
+  // timing per cell: each prompt's median repetition, scaled to the repetitions run
+  for (const m of methods) {
+    for (const c of [...categories, 'overall']) cells.get(key(m, c))!.seconds = 0;
+    prompts.forEach((p, pi) => {
+      const s = median(times.get(key(m, String(pi)))!) * o.reps;
+      cells.get(key(m, p.category))!.seconds += s;
+      cells.get(key(m, 'overall'))!.seconds += s;
+    });
+  }
 
   const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens) : null;
   await engine.close();
@@ -153,7 +166,7 @@ async function main() {
   const date = new Date().toISOString().slice(0, 10);
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}, ${engine.info.provider}`;
   let md = `### Speculative decoding, batch 1, greedy (${date})\n\n`;
-  md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps, ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
+  md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps (timing: each prompt's median rep), ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
   md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}${o.spinThreads ? ' --spin-threads' : ''}\`\n\n`;
   md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate', 'drafts stopped early'], rows);
   if (peer) {

@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mdTable, writeReport, type Chart } from '../bench/report.ts';
+import { mdTable, median, writeReport, type Chart } from '../bench/report.ts';
 import { PROMPTS } from '../bench/prompts.ts';
 import { waitHealthy } from '../bench/server-bench.ts';
 
@@ -83,12 +83,6 @@ async function scrape(base: string): Promise<Record<string, number>> {
   return out;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return 0;
   const s = [...xs].sort((a, b) => a - b);
@@ -142,24 +136,30 @@ async function main() {
     // untimed warm-up at each level, so the goodput draft policy has measured its caps there
     for (const c of levels) await runLevel(o.drafter, c, 0);
     for (const mode of modes) results[mode] = {};
+    // Rounds outside levels: each round visits every level, plain and speculative back to back
+    // (alternating which goes first), so the ratios within a round (speculative vs plain at a level,
+    // plain at 16 vs plain at 1) compare runs minutes apart at most and slow drift of the machine
+    // hits both sides alike.
+    type Run = Awaited<ReturnType<typeof runLevel>>;
+    const runs: Record<string, Record<number, Run[]>> = Object.fromEntries(modes.map((m) => [m, Object.fromEntries(levels.map((c) => [c, [] as Run[]]))]));
+    for (let round = 1; round <= o.rounds; round++) {
+      for (const c of levels) {
+        for (const mode of round % 2 ? modes : [...modes].reverse()) runs[mode][c].push(await runLevel(mode, c, round));
+      }
+    }
+    const rate = (r: Run) => r.all.reduce((a, s) => a + s.tokens, 0) / r.wall;
     const ratios: Record<number, number[]> = {};
     for (const c of levels) {
-      const rounds: Record<string, Awaited<ReturnType<typeof runLevel>>[]> = { [modes[0]]: [], [modes[1]]: [] };
-      for (let round = 1; round <= o.rounds; round++) {
-        // alternate which mode goes first, so slow drift of the machine hits both alike
-        for (const mode of round % 2 ? modes : [...modes].reverse()) rounds[mode].push(await runLevel(mode, c, round));
-      }
-      const rate = (r: Awaited<ReturnType<typeof runLevel>>) => r.all.reduce((a, s) => a + s.tokens, 0) / r.wall;
-      ratios[c] = rounds[modes[1]].map((r, i) => rate(r) / rate(rounds[modes[0]][i]));
+      ratios[c] = runs[modes[1]][c].map((r, i) => rate(r) / rate(runs[modes[0]][c][i]));
       for (const mode of modes) {
-        const runs = rounds[mode];
-        const all = runs.flatMap((r) => r.all);
-        const d = (k: string) => runs.reduce((a, r) => a + (r.after[k] ?? 0) - (r.before[k] ?? 0), 0);
+        const rs = runs[mode][c];
+        const all = rs.flatMap((r) => r.all);
+        const d = (k: string) => rs.reduce((a, r) => a + (r.after[k] ?? 0) - (r.before[k] ?? 0), 0);
         const gaps = all.flatMap((s) => s.gaps);
         results[mode][c] = {
-          aggregateTokensPerSecond: median(runs.map(rate)),
-          aggregateTokensPerSecondMin: Math.min(...runs.map(rate)),
-          aggregateTokensPerSecondMax: Math.max(...runs.map(rate)),
+          aggregateTokensPerSecond: median(rs.map(rate)),
+          aggregateTokensPerSecondMin: Math.min(...rs.map(rate)),
+          aggregateTokensPerSecondMax: Math.max(...rs.map(rate)),
           perRequestTokensPerSecond: all.reduce((a, s) => a + s.tokens / s.seconds, 0) / all.length,
           ttftP50ms: percentile(all.map((s) => s.ttft), 50),
           ttftP95ms: percentile(all.map((s) => s.ttft), 95),
@@ -171,6 +171,12 @@ async function main() {
           ...(mode === modes[1] ? { ratioMedian: median(ratios[c]), ratioMin: Math.min(...ratios[c]), ratioMax: Math.max(...ratios[c]) } : {}),
         };
       }
+    }
+    // plain scaling, per round: aggregate tokens/s at each level over the first level's
+    const scaling: Record<number, { median: number; min: number; max: number }> = {};
+    for (const c of levels.slice(1)) {
+      const per = runs[modes[0]][c].map((r, i) => rate(r) / rate(runs[modes[0]][levels[0]][i]));
+      scaling[c] = { median: median(per), min: Math.min(...per), max: Math.max(...per) };
     }
     bar.stop();
 
@@ -191,12 +197,13 @@ async function main() {
         return [c, m === 'none' ? 'plain' : m, r.aggregateTokensPerSecond.toFixed(1), ratio, r.ttftP50ms.toFixed(0), r.ttftP95ms.toFixed(0), r.itlP50ms.toFixed(1), r.maxGapMs.toFixed(0), m === 'none' ? '-' : `${(r.acceptanceRate * 100).toFixed(0)}%`];
       }),
     );
-    let md = `### Load test (${date})\n\nServer on ${HOST}, ${o.maxTokens} tokens per streamed request, at least ${o.minRequests} requests (and ${o.requestsPerClient} per client) per level and round, ${o.rounds} rounds alternating plain and speculative after an untimed warm-up; tokens/s and the ratio are medians over rounds (the ratio's range in brackets); machine: ${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}.\n`;
+    let md = `### Load test (${date})\n\nServer on ${HOST}, ${o.maxTokens} tokens per streamed request, at least ${o.minRequests} requests (and ${o.requestsPerClient} per client) per level and round, ${o.rounds} rounds (each visits every level, plain and speculative back to back, alternating which goes first) after an untimed warm-up; tokens/s and the ratios are medians over rounds (the ratio's range in brackets); machine: ${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}.\n`;
     md += `Command: \`npm run loadtest\`\n\n`;
     md += mdTable(['concurrency', 'decoding', 'aggregate tok/s (median)', 'vs plain (median of rounds, range)', 'TTFT p50 ms', 'TTFT p95 ms', 'ITL p50 ms', 'max gap ms', 'accept rate'], rows);
-    const c1 = results.none[levels[0]]?.aggregateTokensPerSecond;
-    const c16 = results.none[16]?.aggregateTokensPerSecond;
-    if (c1 && c16) md += `\nPlain aggregate tokens/s at concurrency 16 / concurrency 1: ${(c16 / c1).toFixed(2)}x.\n`;
+    if (levels.length > 1) {
+      md += `\nPlain scaling, aggregate tokens/s over concurrency ${levels[0]} within each round (median, range): ` +
+        levels.slice(1).map((c) => `c${c} ${scaling[c].median.toFixed(2)}x (${scaling[c].min.toFixed(2)}–${scaling[c].max.toFixed(2)})`).join(', ') + '.\n';
+    }
     md += `\nNon-streaming (autocannon, 4 connections, ${o.autocannonSeconds} s, 16 tokens): ${ac.requests.average.toFixed(1)} req/s, latency p50 ${ac.latency.p50} ms, p99 ${ac.latency.p99} ms, errors ${ac.errors}, non-2xx ${ac.non2xx}.\n`;
     const charts: Chart[] = [
       {
@@ -208,7 +215,7 @@ async function main() {
         series: ['none', o.drafter].map((m) => ({ label: m === 'none' ? 'plain' : m, data: levels.map((c) => results[m][c].ttftP50ms) })),
       },
     ];
-    const files = writeReport(o.out, 'loadtest', { date, options: o, results, autocannon: { rps: ac.requests.average, latency: ac.latency } }, md, charts);
+    const files = writeReport(o.out, 'loadtest', { date, options: o, results, scaling, autocannon: { rps: ac.requests.average, latency: ac.latency } }, md, charts);
     console.log('\n' + md);
     console.log(`wrote ${files.join(', ')}`);
   } finally {
