@@ -99,8 +99,11 @@ export class LocalEngine implements Engine {
     this.worker = worker;
     return new Promise((resolve, reject) => {
       let ready = false;
-      worker.on('message', (m: FromWorker) => {
+      const onMessage = (m: FromWorker): void => {
         switch (m.type) {
+          case 'batch':
+            for (const x of m.messages) onMessage(x);
+            return;
           case 'ready':
             ready = true;
             this.restarting = false;
@@ -129,7 +132,8 @@ export class LocalEngine implements Engine {
           default:
             this.channels.get(m.id)?.push(m);
         }
-      });
+      };
+      worker.on('message', onMessage);
       worker.on('error', (err) => {
         this.hooks.log?.('error', `inference worker error: ${err.stack ?? err.message}`);
         if (!ready) reject(err);

@@ -15,6 +15,18 @@ const port = parentPort!;
 const init = workerData as WorkerInit;
 const send = (m: FromWorker) => port.postMessage(m);
 
+// The scheduler's messages (tokens, done, errors, metrics) are queued and posted together once the
+// current synchronous stretch ends: a decode step emits for every sequence at once.
+let queued: FromWorker[] = [];
+const flush = () => {
+  if (queued.length === 1) send(queued[0]);
+  else if (queued.length > 1) send({ type: 'batch', messages: queued });
+  queued = [];
+};
+const emit = (m: FromWorker) => {
+  if (queued.push(m) === 1) queueMicrotask(flush);
+};
+
 async function main() {
   const cfg = loadModelConfig(init.modelDir);
   const runner = await Runner.create(cfg, {
@@ -30,7 +42,7 @@ async function main() {
     modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout,
     shallowLayers: cfg.shallowLayers, contextLength: cfg.contextLength, deepVerify,
   });
-  const sched = new Scheduler(cfg, runner, kv, drafters, init, send, LanternNeighbours.load(cfg.dir));
+  const sched = new Scheduler(cfg, runner, kv, drafters, init, emit, LanternNeighbours.load(cfg.dir));
   let wake: (() => void) | null = null;
   let stopping = false;
   port.on('message', (m: ToWorker) => {
@@ -58,6 +70,7 @@ async function main() {
     wake = null;
   }
   sched.failAll('server shutting down');
+  flush();
   await runner.release();
   process.exit(0);
 }
