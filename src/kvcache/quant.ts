@@ -3,7 +3,12 @@
 // run along the channel axis).
 //   scale = (max - min) / (2^bits - 1),  code = round((x - min) / scale),  x' = min + code * scale
 // so every element is reconstructed within scale / 2.
-
+//
+// The statistics (min, scale) are stored as fp16: at 4 bits with groups of 32 they were a third of
+// a stair's bytes in fp32. They are rounded outward (min down, scale up, both in fp16) before the
+// codes are computed against the rounded values, so [min, min + levels * scale] still covers the
+// group and the scale / 2 bound holds for the stored scale. A block whose statistics do not fit
+// fp16 (|x| beyond 65504) keeps them in fp32.
 export type QuantMode = 'channel' | 'token';
 
 export interface QuantBlock {
@@ -13,29 +18,72 @@ export interface QuantBlock {
   tokens: number;
   channels: number;
   group: number;
-  /** Packed codes, token-major [tokens, channels], `8 / bits` codes per byte. */
+  /** Packed codes, token-major [tokens, channels]: a little-endian bit stream, code i at bits
+   *  [i * bits, (i + 1) * bits) (so `8 / bits` codes per byte at 8, 4 and 2 bits). */
   codes: Uint8Array;
-  /** 'channel': [tokens / group, channels]; 'token': [tokens, channels / group]. */
-  scale: Float32Array;
-  min: Float32Array;
+  /** 'channel': [tokens / group, channels]; 'token': [tokens, channels / group]. fp16 bit patterns
+   *  (Uint16Array), or fp32 where they would not fit fp16. Read them with `statistics`. */
+  scale: Uint16Array | Float32Array;
+  min: Uint16Array | Float32Array;
 }
 
-export const SUPPORTED_BITS = [8, 4, 2] as const;
+export const SUPPORTED_BITS = [8, 6, 5, 4, 3, 2] as const;
 
 export function quantBytes(q: QuantBlock): number {
   return q.codes.byteLength + q.scale.byteLength + q.min.byteLength;
 }
 
+/** fp16 bit pattern -> value, for every pattern (exact: fp32 holds every fp16). */
+const HALF = (() => {
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const e = (h >> 10) & 31;
+    const m = h & 1023;
+    const v = e === 0 ? m * 2 ** -24 : e === 31 ? (m ? NaN : Infinity) : (1 + m / 1024) * 2 ** (e - 15);
+    t[h] = h & 0x8000 ? -v : v;
+  }
+  return t;
+})();
+
+export function halfToFloat(h: number): number {
+  return HALF[h & 0xffff];
+}
+
+/** The fp16 bit pattern nearest to x (ties to even); +-Infinity beyond fp16's range. */
+function halfNearest(x: number): number {
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  if (a >= 65520) return sign | 0x7c00;
+  if (a < 2 ** -14) return sign | roundEven(a * 2 ** 24); // subnormal (1024 = the smallest normal)
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  return sign | (((e + 15) << 10) + roundEven((a / 2 ** e - 1) * 1024)); // a mantissa of 1024 carries
+}
+
+function roundEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  return d > 0.5 || (d === 0.5 && f % 2 === 1) ? f + 1 : f;
+}
+
+/** fp16 bit pattern of the largest fp16 <= x (dir -1) or the smallest fp16 >= x (dir 1). */
+export function floatToHalf(x: number, dir: -1 | 1): number {
+  let h = halfNearest(x);
+  const v = HALF[h];
+  if (dir < 0 && v > x) h = h === 0 ? 0x8001 : h & 0x8000 ? h + 1 : h - 1;
+  else if (dir > 0 && v < x) h = h === 0x8000 ? 0x0001 : h & 0x8000 ? h - 1 : h + 1;
+  return h;
+}
+
 /** Quantizes src [tokens, channels] (token-major, starting at `offset`). */
 export function quantize(src: Float32Array, offset: number, tokens: number, channels: number, bits: number, mode: QuantMode, group: number): QuantBlock {
   if (!(SUPPORTED_BITS as readonly number[]).includes(bits)) throw new Error(`unsupported bit width ${bits}`);
-  if (channels % (8 / bits) !== 0) throw new Error(`channels ${channels} must be a multiple of ${8 / bits} for ${bits}-bit packing`);
+  if (8 % bits === 0 && channels % (8 / bits) !== 0) throw new Error(`channels ${channels} must be a multiple of ${8 / bits} for ${bits}-bit packing`);
   const perGroupAxis = mode === 'channel' ? tokens : channels;
   if (perGroupAxis % group !== 0) throw new Error(`${mode} quantization needs a multiple of ${group}, got ${perGroupAxis}`);
   const levels = (1 << bits) - 1;
   const nStats = mode === 'channel' ? (tokens / group) * channels : tokens * (channels / group);
-  const scale = new Float32Array(nStats);
-  const min = new Float32Array(nStats);
   const codes = new Uint8Array(Math.ceil((tokens * channels * bits) / 8));
   const statIndex = (t: number, c: number) => (mode === 'channel' ? ((t / group) | 0) * channels + c : t * (channels / group) + ((c / group) | 0));
   // statistics
@@ -50,23 +98,64 @@ export function quantize(src: Float32Array, offset: number, tokens: number, chan
       if (x > hi[s]) hi[s] = x;
     }
   }
-  for (let s = 0; s < nStats; s++) {
-    min[s] = lo[s];
-    scale[s] = (hi[s] - lo[s]) / levels;
+  // fp16, rounded outward; fp32 for the whole block when some group does not fit fp16
+  const minH = new Uint16Array(nStats);
+  const scaleH = new Uint16Array(nStats);
+  let half = true;
+  for (let s = 0; s < nStats && half; s++) {
+    minH[s] = floatToHalf(lo[s], -1);
+    scaleH[s] = floatToHalf((hi[s] - HALF[minH[s]]) / levels, 1);
+    half = Number.isFinite(HALF[minH[s]]) && Number.isFinite(HALF[scaleH[s]]);
   }
-  // codes
-  const perByte = 8 / bits;
+  let min: Float32Array | Uint16Array = minH;
+  let scale: Float32Array | Uint16Array = scaleH;
+  const mn = new Float32Array(nStats);
+  const sc = new Float32Array(nStats);
+  for (let s = 0; s < nStats; s++) {
+    mn[s] = half ? HALF[minH[s]] : lo[s];
+    sc[s] = half ? HALF[scaleH[s]] : (hi[s] - lo[s]) / levels;
+  }
+  if (!half) [min, scale] = [mn, sc];
+  // codes, against the statistics as stored
   for (let t = 0; t < tokens; t++) {
     const row = offset + t * channels;
     for (let c = 0; c < channels; c++) {
       const s = statIndex(t, c);
-      const sc = scale[s];
-      const code = sc > 0 ? Math.min(levels, Math.max(0, Math.round((src[row + c] - min[s]) / sc))) : 0;
-      const i = t * channels + c;
-      codes[(i / perByte) | 0] |= code << ((i % perByte) * bits);
+      const code = sc[s] > 0 ? Math.min(levels, Math.max(0, Math.round((src[row + c] - mn[s]) / sc[s]))) : 0;
+      const bit = (t * channels + c) * bits; // little-endian bit stream: code i at bits [i*bits, (i+1)*bits)
+      const sh = bit & 7;
+      codes[bit >> 3] |= (code << sh) & 255;
+      if (sh + bits > 8) codes[(bit >> 3) + 1] |= code >> (8 - sh);
     }
   }
   return { bits, mode, tokens, channels, group, codes, scale, min };
+}
+
+/** The block's statistics as fp32 values (decoded from fp16), written into `scale` and `min` when
+ *  given and long enough (dequantization reuses two buffers), else into new arrays. */
+export function statistics(q: QuantBlock, scale?: Float32Array, min?: Float32Array): { scale: Float32Array; min: Float32Array } {
+  const n = q.scale.length;
+  if (q.scale instanceof Float32Array && q.min instanceof Float32Array) return { scale: q.scale, min: q.min };
+  const sc = scale && scale.length >= n ? scale : new Float32Array(n);
+  const mn = min && min.length >= n ? min : new Float32Array(n);
+  const hs = q.scale;
+  const hm = q.min;
+  for (let s = 0; s < n; s++) {
+    sc[s] = HALF[hs[s]];
+    mn[s] = HALF[hm[s]];
+  }
+  return { scale: sc, min: mn };
+}
+
+let scratchScale = new Float32Array(256);
+let scratchMin = new Float32Array(256);
+
+function decodedStatistics(q: QuantBlock): { scale: Float32Array; min: Float32Array } {
+  if (scratchScale.length < q.scale.length) {
+    scratchScale = new Float32Array(q.scale.length);
+    scratchMin = new Float32Array(q.scale.length);
+  }
+  return statistics(q, scratchScale, scratchMin);
 }
 
 /** Writes the reconstruction [tokens, channels] into `out` at `outOffset`: x' = min + code * scale,
@@ -76,8 +165,21 @@ export function quantize(src: Float32Array, offset: number, tokens: number, chan
  *  codes taken out by shifts; keys ('channel') walk a token row against one row of statistics,
  *  values ('token') hoist each group's min and scale out of the loop. */
 export function dequantize(q: QuantBlock, out: Float32Array, outOffset: number): void {
-  const { bits, tokens, channels, group, codes, scale, min } = q;
-  if (channels % (8 / bits) !== 0) throw new Error(`channels ${channels} not a multiple of ${8 / bits}`);
+  const { bits, tokens, channels, group, codes } = q;
+  const { scale, min } = decodedStatistics(q);
+  if (bits === 6 && q.mode === 'channel' && channels % 4 === 0) return channel6(tokens, channels, group, codes, scale, min, out, outOffset);
+  if (bits === 6 && q.mode === 'token' && group % 4 === 0) return token6(tokens, channels / group, group, codes, scale, min, out, outOffset);
+  if (bits === 5 && q.mode === 'channel' && channels % 8 === 0) return channel5(tokens, channels, group, codes, scale, min, out, outOffset);
+  if (bits === 5 && q.mode === 'token' && group % 8 === 0) return token5(tokens, channels / group, group, codes, scale, min, out, outOffset);
+  if (bits === 6 || bits === 5 || bits === 3) {
+    // unpack to one byte per code, then the 8-bit loops (same expression, so still bit-exact)
+    const n = tokens * channels;
+    if (scratchCodes.length < n) scratchCodes = new Uint8Array(n);
+    unpack(codes, bits, n, scratchCodes);
+    if (q.mode === 'channel') channel8(tokens, channels, group, scratchCodes, scale, min, out, outOffset);
+    else token8(tokens, channels / group, group, scratchCodes, scale, min, out, outOffset);
+    return;
+  }
   if (q.mode === 'channel') {
     if (bits === 8) channel8(tokens, channels, group, codes, scale, min, out, outOffset);
     else if (bits === 4) channel4(tokens, channels, group, codes, scale, min, out, outOffset);
@@ -89,11 +191,67 @@ export function dequantize(q: QuantBlock, out: Float32Array, outOffset: number):
   else token2(tokens, channels / group, group, codes, scale, min, out, outOffset);
 }
 
+let scratchCodes = new Uint8Array(4096);
+
+/** The first n codes of a little-endian bit stream, one per byte: 6 bits as 4 codes in 3 bytes,
+ *  5 and 3 bits as 8 codes in 5 and 3 bytes; a last partial run code by code. */
+function unpack(codes: Uint8Array, bits: number, n: number, out: Uint8Array): void {
+  const run = bits === 6 ? 4 : 8;
+  const whole = n - (n % run);
+  if (bits === 6) {
+    for (let i = 0, b = 0; i < whole; i += 4, b += 3) {
+      const x = codes[b], y = codes[b + 1], z = codes[b + 2];
+      out[i] = x & 63;
+      out[i + 1] = (x >> 6) | ((y & 15) << 2);
+      out[i + 2] = (y >> 4) | ((z & 3) << 4);
+      out[i + 3] = z >> 2;
+    }
+  } else if (bits === 5) {
+    for (let i = 0, b = 0; i < whole; i += 8, b += 5) {
+      // 40 bits: the low 32 in one number, the top 8 apart
+      const lo = (codes[b] | (codes[b + 1] << 8) | (codes[b + 2] << 16) | (codes[b + 3] << 24)) >>> 0;
+      const hi = codes[b + 4];
+      out[i] = lo & 31;
+      out[i + 1] = (lo >>> 5) & 31;
+      out[i + 2] = (lo >>> 10) & 31;
+      out[i + 3] = (lo >>> 15) & 31;
+      out[i + 4] = (lo >>> 20) & 31;
+      out[i + 5] = (lo >>> 25) & 31;
+      out[i + 6] = (lo >>> 30) | ((hi & 7) << 2);
+      out[i + 7] = hi >> 3;
+    }
+  } else {
+    for (let i = 0, b = 0; i < whole; i += 8, b += 3) {
+      const w = codes[b] | (codes[b + 1] << 8) | (codes[b + 2] << 16);
+      for (let j = 0; j < 8; j++) out[i + j] = (w >> (3 * j)) & 7;
+    }
+  }
+  for (let i = whole; i < n; i++) out[i] = codeAt(codes, bits, i);
+}
+
+/** Code i of a little-endian bit stream of `bits`-bit codes. */
+function codeAt(codes: Uint8Array, bits: number, i: number): number {
+  const bit = i * bits;
+  const sh = bit & 7;
+  let code = codes[bit >> 3] >> sh;
+  if (sh + bits > 8) code |= codes[(bit >> 3) + 1] << (8 - sh);
+  return code & ((1 << bits) - 1);
+}
+
 type Unpack = (tokens: number, a: number, b: number, codes: Uint8Array, scale: Float32Array, min: Float32Array, out: Float32Array, off: number) => void;
 
 const channel8: Unpack = (tokens, C, group, codes, scale, min, out, off) => {
+  const C4 = C - (C % 4);
   for (let t = 0, b = 0, o = off; t < tokens; t++) {
-    for (let s = ((t / group) | 0) * C, end = s + C; s < end; s++, b++, o++) out[o] = min[s] + codes[b] * scale[s];
+    const s0 = ((t / group) | 0) * C;
+    let s = s0;
+    for (const end = s0 + C4; s < end; s += 4, b += 4, o += 4) {
+      out[o] = min[s] + codes[b] * scale[s];
+      out[o + 1] = min[s + 1] + codes[b + 1] * scale[s + 1];
+      out[o + 2] = min[s + 2] + codes[b + 2] * scale[s + 2];
+      out[o + 3] = min[s + 3] + codes[b + 3] * scale[s + 3];
+    }
+    for (const end = s0 + C; s < end; s++, b++, o++) out[o] = min[s] + codes[b] * scale[s];
   }
 };
 
@@ -115,6 +273,69 @@ const channel2: Unpack = (tokens, C, group, codes, scale, min, out, off) => {
       out[o + 1] = min[s + 1] + ((x >> 2) & 3) * scale[s + 1];
       out[o + 2] = min[s + 2] + ((x >> 4) & 3) * scale[s + 2];
       out[o + 3] = min[s + 3] + (x >> 6) * scale[s + 3];
+    }
+  }
+};
+
+// 6 bits: 4 codes in 3 bytes; 5 bits: 8 codes in 5 bytes (the low 32 bits as one number).
+const channel6: Unpack = (tokens, C, group, codes, scale, min, out, off) => {
+  for (let t = 0, b = 0, o = off; t < tokens; t++) {
+    for (let s = ((t / group) | 0) * C, end = s + C; s < end; s += 4, b += 3, o += 4) {
+      const x = codes[b], y = codes[b + 1], z = codes[b + 2];
+      out[o] = min[s] + (x & 63) * scale[s];
+      out[o + 1] = min[s + 1] + ((x >> 6) | ((y & 15) << 2)) * scale[s + 1];
+      out[o + 2] = min[s + 2] + ((y >> 4) | ((z & 3) << 4)) * scale[s + 2];
+      out[o + 3] = min[s + 3] + (z >> 2) * scale[s + 3];
+    }
+  }
+};
+
+const channel5: Unpack = (tokens, C, group, codes, scale, min, out, off) => {
+  for (let t = 0, b = 0, o = off; t < tokens; t++) {
+    for (let s = ((t / group) | 0) * C, end = s + C; s < end; s += 8, b += 5, o += 8) {
+      const lo = (codes[b] | (codes[b + 1] << 8) | (codes[b + 2] << 16) | (codes[b + 3] << 24)) >>> 0;
+      const hi = codes[b + 4];
+      out[o] = min[s] + (lo & 31) * scale[s];
+      out[o + 1] = min[s + 1] + ((lo >>> 5) & 31) * scale[s + 1];
+      out[o + 2] = min[s + 2] + ((lo >>> 10) & 31) * scale[s + 2];
+      out[o + 3] = min[s + 3] + ((lo >>> 15) & 31) * scale[s + 3];
+      out[o + 4] = min[s + 4] + ((lo >>> 20) & 31) * scale[s + 4];
+      out[o + 5] = min[s + 5] + ((lo >>> 25) & 31) * scale[s + 5];
+      out[o + 6] = min[s + 6] + ((lo >>> 30) | ((hi & 7) << 2)) * scale[s + 6];
+      out[o + 7] = min[s + 7] + (hi >> 3) * scale[s + 7];
+    }
+  }
+};
+
+const token6: Unpack = (tokens, groups, group, codes, scale, min, out, off) => {
+  for (let s = 0, b = 0, o = off, n = tokens * groups; s < n; s++) {
+    const mn = min[s];
+    const sc = scale[s];
+    for (const end = b + ((group * 3) >> 2); b < end; b += 3, o += 4) {
+      const x = codes[b], y = codes[b + 1], z = codes[b + 2];
+      out[o] = mn + (x & 63) * sc;
+      out[o + 1] = mn + ((x >> 6) | ((y & 15) << 2)) * sc;
+      out[o + 2] = mn + ((y >> 4) | ((z & 3) << 4)) * sc;
+      out[o + 3] = mn + (z >> 2) * sc;
+    }
+  }
+};
+
+const token5: Unpack = (tokens, groups, group, codes, scale, min, out, off) => {
+  for (let s = 0, b = 0, o = off, n = tokens * groups; s < n; s++) {
+    const mn = min[s];
+    const sc = scale[s];
+    for (const end = b + ((group * 5) >> 3); b < end; b += 5, o += 8) {
+      const lo = (codes[b] | (codes[b + 1] << 8) | (codes[b + 2] << 16) | (codes[b + 3] << 24)) >>> 0;
+      const hi = codes[b + 4];
+      out[o] = mn + (lo & 31) * sc;
+      out[o + 1] = mn + ((lo >>> 5) & 31) * sc;
+      out[o + 2] = mn + ((lo >>> 10) & 31) * sc;
+      out[o + 3] = mn + ((lo >>> 15) & 31) * sc;
+      out[o + 4] = mn + ((lo >>> 20) & 31) * sc;
+      out[o + 5] = mn + ((lo >>> 25) & 31) * sc;
+      out[o + 6] = mn + ((lo >>> 30) | ((hi & 7) << 2)) * sc;
+      out[o + 7] = mn + (hi >> 3) * sc;
     }
   }
 };
@@ -157,23 +378,16 @@ const token2: Unpack = (tokens, groups, group, codes, scale, min, out, off) => {
 /** The straightforward reconstruction, element by element: the reference `dequantize` must equal
  *  bit for bit (tests). */
 export function dequantizeReference(q: QuantBlock, out: Float32Array, outOffset: number): void {
-  const { bits, tokens, channels, group, codes, scale, min } = q;
-  const perByte = 8 / bits;
-  const mask = (1 << bits) - 1;
+  const { bits, tokens, channels, group, codes } = q;
+  const { scale, min } = statistics(q);
   const channelMode = q.mode === 'channel';
   const groups = channels / group;
-  let byteIdx = 0;
-  if (channels % perByte !== 0) throw new Error(`channels ${channels} not a multiple of ${perByte}`);
   for (let t = 0; t < tokens; t++) {
     const row = outOffset + t * channels;
     const sRow = channelMode ? ((t / group) | 0) * channels : t * groups;
-    for (let c = 0; c < channels; c += perByte) {
-      let byte = codes[byteIdx++];
-      for (let j = 0; j < perByte; j++, byte >>= bits) {
-        const cc = c + j;
-        const s = channelMode ? sRow + cc : sRow + ((cc / group) | 0);
-        out[row + cc] = min[s] + (byte & mask) * scale[s];
-      }
+    for (let c = 0; c < channels; c++) {
+      const s = channelMode ? sRow + c : sRow + ((c / group) | 0);
+      out[row + c] = min[s] + codeAt(codes, bits, t * channels + c) * scale[s];
     }
   }
 }

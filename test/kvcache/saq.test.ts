@@ -2,25 +2,26 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { PagedKvCache, type SaqOptions } from '../../src/kvcache/paged.ts';
-import { dequantize, dequantizeReference, quantize, requantize } from '../../src/kvcache/quant.ts';
+import { dequantize, dequantizeReference, floatToHalf, halfToFloat, quantBytes, quantize, requantize, statistics } from '../../src/kvcache/quant.ts';
 
 test('quantize/dequantize: every element within scale/2, per tier and mode', () => {
   fc.assert(
     fc.property(
-      fc.constantFrom(8, 4, 2),
+      fc.constantFrom(8, 6, 5, 4, 3, 2),
       fc.constantFrom('channel' as const, 'token' as const),
       fc.array(fc.float({ min: -8, max: 8, noNaN: true }), { minLength: 64 * 8, maxLength: 64 * 8 }),
       (bits, mode, data) => {
         const tokens = 64, channels = 8, group = mode === 'channel' ? 32 : 4;
         const src = Float32Array.from(data);
         const q = quantize(src, 0, tokens, channels, bits, mode, group);
+        const { scale } = statistics(q);
         const out = new Float32Array(src.length);
         dequantize(q, out, 0);
         for (let t = 0; t < tokens; t++)
           for (let c = 0; c < channels; c++) {
             const s = mode === 'channel' ? Math.floor(t / group) * channels + c : t * (channels / group) + Math.floor(c / group);
             const err = Math.abs(out[t * channels + c] - src[t * channels + c]);
-            assert.ok(err <= q.scale[s] / 2 + 1e-5 * (1 + Math.abs(src[t * channels + c])), `err ${err} > scale/2 ${q.scale[s] / 2}`);
+            assert.ok(err <= scale[s] / 2 + 1e-5 * (1 + Math.abs(src[t * channels + c])), `err ${err} > scale/2 ${scale[s] / 2}`);
           }
         // codes are packed: bits per value, no padding beyond the last byte
         assert.equal(q.codes.length, Math.ceil((tokens * channels * bits) / 8));
@@ -33,14 +34,18 @@ test('quantize/dequantize: every element within scale/2, per tier and mode', () 
 test('fast dequantize equals the element-by-element reference bit for bit (every width, mode, group, offset)', () => {
   fc.assert(
     fc.property(
-      fc.constantFrom(8, 4, 2),
+      fc.constantFrom(8, 6, 5, 4, 3, 2),
       fc.constantFrom('channel' as const, 'token' as const),
-      fc.constantFrom(4, 8, 16, 32),
+      fc.constantFrom(4, 8, 12, 16, 32),
       fc.integer({ min: 1, max: 4 }),
       fc.integer({ min: 0, max: 7 }),
-      fc.array(fc.oneof(fc.float({ noNaN: true, noDefaultInfinity: true, min: -1e4, max: 1e4 }), fc.constantFrom(0, -0, 1e-30, -3.5)), { minLength: 32 * 32, maxLength: 32 * 32 }),
-      (bits, mode, group, groupsAlong, outOff, data) => {
-        const channels = mode === 'token' ? group * groupsAlong : 32;
+      fc.constantFrom(32, 12, 4),
+      fc.array(fc.oneof(fc.float({ noNaN: true, noDefaultInfinity: true, min: -1e4, max: 1e4 }), fc.constantFrom(0, -0, 1e-30, -3.5)), { minLength: 32 * 48, maxLength: 32 * 48 }),
+      (bits, mode, group, groupsAlong, outOff, keyChannels, data) => {
+        // token mode: groups of 4..32 channels, 12 (not a multiple of 8: 5- and 3-bit codes cross
+        // group boundaries); channel mode: rows of 32, 12 or 4 channels (whole bytes or not)
+        const channels = mode === 'token' ? group * groupsAlong : keyChannels;
+        fc.pre(8 % bits !== 0 || channels % (8 / bits) === 0);
         const tokens = mode === 'channel' ? group * groupsAlong : 32;
         const src = Float32Array.from(data.slice(0, tokens * channels));
         const q = quantize(src, 0, tokens, channels, bits, mode, group);
@@ -51,12 +56,12 @@ test('fast dequantize equals the element-by-element reference bit for bit (every
         for (let i = 0; i < fast.length; i++) assert.ok(Object.is(fast[i], ref[i]), `index ${i}: ${fast[i]} vs ${ref[i]}`);
       },
     ),
-    { numRuns: 300 },
+    { numRuns: 600 },
   );
 });
 
 test('packing round trip: codes written are the codes read (extremes land exactly)', () => {
-  for (const bits of [8, 4, 2]) {
+  for (const bits of [8, 6, 5, 4, 3, 2]) {
     const levels = (1 << bits) - 1;
     // one channel group holding exactly the levels 0..levels: must reconstruct exactly
     const tokens = 256, channels = 4;
@@ -75,7 +80,72 @@ test('requantize to fewer bits shrinks the codes and stays within the coarser bo
   assert.equal(q2.codes.length * 4, q8.codes.length);
   const out = new Float32Array(src.length);
   dequantize(q2, out, 0);
-  for (let i = 0; i < src.length; i++) assert.ok(Math.abs(out[i] - src[i]) <= q2.scale[i % 16] / 2 + q8.scale[i % 16] / 2 + 1e-5);
+  const [s2, s8] = [statistics(q2).scale, statistics(q8).scale];
+  for (let i = 0; i < src.length; i++) assert.ok(Math.abs(out[i] - src[i]) <= s2[i % 16] / 2 + s8[i % 16] / 2 + 1e-5);
+});
+
+test('fp16 rounding is directed: the largest fp16 <= x (down) and the smallest fp16 >= x (up)', () => {
+  const next = (h: number, up: boolean) => {
+    // neighbouring fp16 values by brute force over the finite patterns
+    const v = halfToFloat(h);
+    let best = up ? Infinity : -Infinity;
+    for (let k = 0; k < 65536; k++) {
+      const w = halfToFloat(k);
+      if (!Number.isFinite(w)) continue;
+      if (up ? w > v && w < best : w < v && w > best) best = w;
+    }
+    return best;
+  };
+  fc.assert(
+    fc.property(fc.oneof(fc.double({ min: -65504, max: 65504, noNaN: true }), fc.double({ min: -1e-3, max: 1e-3, noNaN: true }), fc.constantFrom(0, -0, 1, -1, 65504, -65504, 2 ** -24, 5.96e-8, 1e-9, -1e-9, 0.1, -0.1)), (x) => {
+      const d = floatToHalf(x, -1);
+      const u = floatToHalf(x, 1);
+      assert.ok(halfToFloat(d) <= x && halfToFloat(u) >= x, `${x}: ${halfToFloat(d)} .. ${halfToFloat(u)}`);
+      // nothing fp16 lies strictly between x and either: they are the neighbours (or x itself)
+      if (halfToFloat(d) < x) assert.ok(next(d, true) > x, `down(${x}) = ${halfToFloat(d)} is not the largest`);
+      if (halfToFloat(u) > x) assert.ok(next(u, false) < x, `up(${x}) = ${halfToFloat(u)} is not the smallest`);
+    }),
+    { numRuns: 60 },
+  );
+  // exact fp16 values round to themselves both ways
+  for (const x of [0, 1, -2.5, 65504, 2 ** -24, 1 / 1024]) assert.equal(halfToFloat(floatToHalf(x, -1)), x), assert.equal(halfToFloat(floatToHalf(x, 1)), x);
+});
+
+test('statistics are fp16 (2 bytes each), fp16-exact, and cover the group: min <= every x <= min + levels * scale', () => {
+  for (const bits of [8, 4, 2])
+    for (const mode of ['channel', 'token'] as const) {
+      const tokens = 64, channels = 64, group = 32;
+      const src = Float32Array.from({ length: tokens * channels }, (_, i) => 3.7 * Math.sin(i * 0.61) + (i % 7) * 0.013 - 1.3);
+      const q = quantize(src, 0, tokens, channels, bits, mode, group);
+      assert.ok(q.scale instanceof Uint16Array && q.min instanceof Uint16Array);
+      const nStats = (tokens * channels) / group;
+      assert.equal(quantBytes(q), (tokens * channels * bits) / 8 + nStats * 2 * 2);
+      const { scale, min } = statistics(q);
+      const levels = (1 << bits) - 1;
+      for (let t = 0; t < tokens; t++)
+        for (let c = 0; c < channels; c++) {
+          const s = mode === 'channel' ? Math.floor(t / group) * channels + c : t * (channels / group) + Math.floor(c / group);
+          const x = src[t * channels + c];
+          assert.ok(min[s] <= x && x <= min[s] + levels * scale[s], `${x} outside [${min[s]}, ${min[s] + levels * scale[s]}]`);
+        }
+      // what is stored is what is used: fp16 values exactly
+      for (let s = 0; s < nStats; s++) assert.equal(halfToFloat(floatToHalf(scale[s], 1)), scale[s]);
+    }
+});
+
+test('a block whose statistics do not fit fp16 keeps them in fp32 (and still reconstructs within scale / 2)', () => {
+  const tokens = 32, channels = 8;
+  const src = Float32Array.from({ length: tokens * channels }, (_, i) => (i % 5) * 3e4 - 7e4);
+  const q = quantize(src, 0, tokens, channels, 4, 'token', 8);
+  assert.ok(q.scale instanceof Float32Array && q.min instanceof Float32Array);
+  const out = new Float32Array(src.length);
+  dequantize(q, out, 0);
+  const ref = new Float32Array(src.length);
+  dequantizeReference(q, ref, 0);
+  for (let i = 0; i < src.length; i++) {
+    assert.ok(Math.abs(out[i] - src[i]) <= q.scale[(i / channels) | 0] / 2 + 1e-2, `${src[i]} -> ${out[i]}`);
+    assert.ok(Object.is(out[i], ref[i]));
+  }
 });
 
 const shape = { layers: 2, kvHeads: 2, headDim: 32 };
