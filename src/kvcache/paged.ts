@@ -9,13 +9,13 @@
 //
 // SAQ (staircase adaptive quantization, methods.md §7.2 on KIVI's scheme): the newest `window`
 // tokens stay fp32. Whenever the fp32 region holds window + step tokens, its oldest `step` tokens
-// become a quantized segment at bits[0] (keys per channel, values per token) and every older
-// segment steps down one stair (bits[1], bits[2], ...) until the floor. Demotions happen only here,
-// at commit time.
+// become a quantized segment at the top stair (keys per channel, values per token) and every older
+// segment steps down one stair until the floor. Each layer's keys and values may have stairs of
+// their own (`layers`); otherwise `bits`. Demotions happen only here, at commit time.
 //
 // Admission reserves blocks (`reserve`): they count as in use until the sequence allocates them
 // or is released, so two admissions never count the same free blocks.
-import { dequantize, quantBytes, quantize, requantize, type QuantBlock } from './quant.ts';
+import { dequantize, quantBytes, quantize, requantize, SUPPORTED_BITS, type QuantBlock } from './quant.ts';
 
 export interface KvShape {
   layers: number;
@@ -28,23 +28,43 @@ export interface SaqOptions {
   window: number;
   /** Stair width in tokens (a multiple of the block size). Defaults to `32`. */
   step: number;
-  /** Bit widths from the newest quantized stair down to the floor. Defaults to `[8, 4]`. */
+  /** Bit widths from the newest quantized stair down to the floor (8, 6, 5, 4, 3 or 2). */
   bits: number[];
   /** Channels per value group (per-token quantization). Defaults to `32`. */
   valueGroup: number;
   /** Tokens per key group (per-channel quantization); divides `step`. Defaults to `step`. */
   keyGroup?: number;
+  /** Per layer (by index), stairs for its keys and/or values in place of `bits`: bit widths where
+   *  the layer is more (or less) sensitive than the rest. */
+  layers?: { keys?: number[]; values?: number[] }[];
 }
 
 /**
- * The default staircase: 32 fp32 tokens, then 32-token stairs at 8 bits and a 4-bit floor, groups
- * of 32 (KIVI's G). With the default model (2 KV heads of 64) this holds 24% of fp32's bytes at
- * 1,023 tokens of context. A 2-bit floor (`[8, 4, 2]`) would save another ~5 points but moves
- * log-probabilities ~4x more (mean |Δ log p| 0.014 vs 0.003 nats on held-out text) and flips
- * clear greedy choices, not only near-ties; KIVI advises 4 bits for GQA, where K/V are already
- * shared. Smaller groups cost more in fp32 statistics than they gain at this size.
+ * The default staircase: 32 fp32 tokens, then 32-token stairs (groups of 32, KIVI's G), fp16
+ * statistics. The newest stair is 8 bits everywhere; older stairs drop to a width per layer and
+ * K/V chosen by measured sensitivity (specserve-tiny, on Python standard-library text, not the
+ * held-out text; `bench/saq-sensitivity.ts`): with everything else at 8 bits, quantizing one
+ * layer's keys or values to 4 bits raises the KL from fp32 by s_i; layer 0's values carry ~60% of
+ * the total, then the keys of layers 5 and 1. Each bit quarters a slot's KL, so bits go greedily
+ * where they buy the most, up to a mean of 5.25 bits: 24.8% of fp32's bytes at 1,000+ tokens, and
+ * ~5x less KL than a uniform staircase of the same bytes (ten 8-bit stairs, then 4). Shortening
+ * the fp32 window costs far more than it saves (with none, worse than 4 bits everywhere). Another
+ * model should be measured again: layers not listed here use `bits`.
  */
-export const SAQ_DEFAULTS: SaqOptions = { window: 32, step: 32, bits: [8, 4], valueGroup: 32 };
+export const SAQ_DEFAULTS: SaqOptions = {
+  window: 32,
+  step: 32,
+  bits: [8, 5],
+  valueGroup: 32,
+  layers: [
+    { keys: [8, 5], values: [8] },
+    { keys: [8, 6], values: [8, 6] },
+    { keys: [8, 5], values: [8, 4] },
+    { keys: [8, 5], values: [8, 4] },
+    { keys: [8, 5], values: [8, 4] },
+    { keys: [8, 6], values: [8, 5] },
+  ],
+};
 
 export interface KvStats {
   blockSize: number;
@@ -54,8 +74,9 @@ export interface KvStats {
   tokens: number;
   bytesTotal: number;
   bytesInUse: number;
-  /** Bytes in use by tier: 'fp32', 'q8', 'q4', 'q2', and 'reserved' (blocks promised to admitted
-   *  sequences, not yet written). They sum to `bytesInUse`. */
+  /** Bytes in use by tier: 'fp32', 'q8', 'q6', 'q5', 'q4', ... (quantized blocks by width), and
+   *  'reserved' (blocks promised to admitted sequences, not yet written). They sum to
+   *  `bytesInUse`. */
   bytesByTier: Record<string, number>;
   /** fp32 blocks promised to sequences at admission and not yet allocated (counted in use). */
   blocksReserved: number;
@@ -64,7 +85,8 @@ export interface KvStats {
 
 /** One sequence's share of the cache (`PagedKvCache.usage`). */
 export interface KvUsage {
-  /** Committed tokens held, by tier: 'fp32' (the window) and 'q8'/'q4'/'q2' (stairs). */
+  /** Committed tokens held, by tier: 'fp32' (the window) and stairs: 'q8' where every layer's
+   *  keys and values hold 8 bits, 'q4-8' where their widths range over 4..8. */
   tokensByTier: Record<string, number>;
   /** Bytes held, by tier, plus 'reserved' (its unconverted reservation). Sum: `bytes`. */
   bytesByTier: Record<string, number>;
@@ -76,7 +98,7 @@ export interface KvUsage {
 
 interface Segment {
   tokens: number;
-  bits: number;
+  /** Per layer. */
   keys: QuantBlock[];
   values: QuantBlock[];
 }
@@ -132,6 +154,14 @@ export class PagedKvCache {
       if (saq.step % blockSize !== 0) throw new Error(`SAQ step ${saq.step} must be a multiple of the block size ${blockSize}`);
       if (this.rowWidth % saq.valueGroup !== 0) throw new Error(`SAQ value group ${saq.valueGroup} must divide ${this.rowWidth}`);
       if (saq.bits.length === 0) throw new Error('SAQ needs at least one bit width');
+      for (const st of [saq.bits, ...(saq.layers ?? []).flatMap((o) => [o.keys, o.values])]) {
+        if (!st) continue;
+        if (st.length === 0) throw new Error('SAQ stairs need at least one bit width');
+        for (const b of st) {
+          if (!(SUPPORTED_BITS as readonly number[]).includes(b)) throw new Error(`SAQ bit width ${b} is not one of ${SUPPORTED_BITS.join(', ')}`);
+          if (8 % b === 0 && this.rowWidth % (8 / b) !== 0) throw new Error(`SAQ: ${b}-bit packing needs a row width that is a multiple of ${8 / b}, not ${this.rowWidth}`);
+        }
+      }
     }
   }
 
@@ -240,7 +270,7 @@ export class PagedKvCache {
 
   /** Commit-time SAQ: move full stairs out of the fp32 window and step older stairs down. */
   private staircase(e: SeqEntry): void {
-    const { window, step, bits, valueGroup } = this.saq!;
+    const { window, step, valueGroup } = this.saq!;
     const W = this.rowWidth;
     while (e.length - e.quantized >= window + step) {
       const nBlocks = step / this.blockSize;
@@ -254,27 +284,33 @@ export class PagedKvCache {
           tmpK.set(block.subarray(this.off(l, 0, 0), this.off(l, 0, this.blockSize)), b * this.blockSize * W);
           tmpV.set(block.subarray(this.off(l, 1, 0), this.off(l, 1, this.blockSize)), b * this.blockSize * W);
         }
-        keys.push(quantize(tmpK, 0, step, W, bits[0], 'channel', this.saq!.keyGroup ?? step));
-        values.push(quantize(tmpV, 0, step, W, bits[0], 'token', valueGroup));
+        keys.push(quantize(tmpK, 0, step, W, this.stairBits(l, 0, 0), 'channel', this.saq!.keyGroup ?? step));
+        values.push(quantize(tmpV, 0, step, W, this.stairBits(l, 1, 0), 'token', valueGroup));
       }
       for (const b of e.blocks.splice(0, nBlocks)) this.free.push(b);
-      const seg: Segment = { tokens: step, bits: bits[0], keys, values };
+      const seg: Segment = { tokens: step, keys, values };
       e.segments.push(seg);
       this.addQuant(e, segBytes(seg));
       e.quantized += step;
-      // every older stair steps down one level (newest is last)
+      // every older stair steps down one level (newest is last); blocks already at their width stay
       const n = e.segments.length;
       for (let i = 0; i < n - 1; i++) {
         const s = e.segments[i];
-        const want = bits[Math.min(n - 1 - i, bits.length - 1)];
-        if (s.bits === want) continue;
+        const age = n - 1 - i;
         const before = segBytes(s);
-        s.keys = s.keys.map((q) => requantize(q, want));
-        s.values = s.values.map((q) => requantize(q, want));
-        s.bits = want;
+        s.keys = s.keys.map((q, l) => requantize(q, this.stairBits(l, 0, age)));
+        s.values = s.values.map((q, l) => requantize(q, this.stairBits(l, 1, age)));
         this.addQuant(e, segBytes(s) - before);
       }
     }
+  }
+
+  /** Bit width of layer `layer`'s keys (0) or values (1) in the stair `age` steps below the
+   *  newest (the last width is the floor). */
+  private stairBits(layer: number, kv: 0 | 1, age: number): number {
+    const o = this.saq!.layers?.[layer];
+    const st = (kv === 0 ? o?.keys : o?.values) ?? this.saq!.bits;
+    return st[Math.min(age, st.length - 1)];
   }
 
   private addQuant(e: SeqEntry, bytes: number): void {
@@ -319,9 +355,9 @@ export class PagedKvCache {
     const tokensByTier: Record<string, number> = { fp32: fp };
     const bytesByTier: Record<string, number> = { fp32: e.blocks.length * this.blockBytes, reserved: e.reserved * this.blockBytes };
     for (const s of e.segments) {
-      const tier = `q${s.bits}`;
+      const tier = tokenTier(s);
       tokensByTier[tier] = (tokensByTier[tier] ?? 0) + s.tokens;
-      bytesByTier[tier] = (bytesByTier[tier] ?? 0) + segBytes(s);
+      addTierBytes(bytesByTier, s);
     }
     const bytes = bytesByTier.fp32 + bytesByTier.reserved + e.quantBytes;
     return { tokensByTier, bytesByTier, tokens: e.length, bytes, peakBytes: e.peakBytes };
@@ -423,7 +459,7 @@ export class PagedKvCache {
     for (const e of this.seqs.values()) {
       tokens += e.length;
       bytesByTier.fp32 += e.blocks.length * this.blockBytes;
-      for (const s of e.segments) bytesByTier[`q${s.bits}`] = (bytesByTier[`q${s.bits}`] ?? 0) + segBytes(s);
+      for (const s of e.segments) addTierBytes(bytesByTier, s);
     }
     return {
       blockSize: this.blockSize,
@@ -437,6 +473,23 @@ export class PagedKvCache {
       sequences: this.seqs.size,
     };
   }
+}
+
+/** A stair's tokens: 'q8' when every layer's keys and values hold 8 bits, 'q5-8' when widths
+ *  range over 5..8. */
+function tokenTier(s: Segment): string {
+  let lo = Infinity;
+  let hi = 0;
+  for (const q of [...s.keys, ...s.values]) {
+    lo = Math.min(lo, q.bits);
+    hi = Math.max(hi, q.bits);
+  }
+  return lo === hi ? `q${lo}` : `q${lo}-${hi}`;
+}
+
+/** A stair's bytes go to the tier of each block's width ('q8', 'q5', ...). */
+function addTierBytes(tiers: Record<string, number>, s: Segment): void {
+  for (const q of [...s.keys, ...s.values]) tiers[`q${q.bits}`] = (tiers[`q${q.bits}`] ?? 0) + quantBytes(q);
 }
 
 function segBytes(s: Segment): number {

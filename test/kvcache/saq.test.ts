@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { PagedKvCache, type SaqOptions } from '../../src/kvcache/paged.ts';
+import { PagedKvCache, SAQ_DEFAULTS, type SaqOptions } from '../../src/kvcache/paged.ts';
 import { dequantize, dequantizeReference, floatToHalf, halfToFloat, quantBytes, quantize, requantize, statistics } from '../../src/kvcache/quant.ts';
 
 test('quantize/dequantize: every element within scale/2, per tier and mode', () => {
@@ -203,4 +203,79 @@ test('rollback works inside the fp32 window and refuses to cut into quantized st
   assert.equal(kv.length(1), 90);
   assert.throws(() => kv.truncate(1, 10), /quantized/);
   assert.ok(q >= 0);
+});
+
+test('per-layer stairs: each layer and K/V takes its own widths by age; bytes and tiers account for them', () => {
+  const cfg: SaqOptions = { window: 32, step: 32, bits: [8, 4], valueGroup: 32, layers: [{ values: [8] }, { keys: [8, 6, 5] }] };
+  const kv = new PagedKvCache(shape, 64 << 20, 16, cfg);
+  const fp = new PagedKvCache(shape, 64 << 20, 16, null);
+  const n = 32 + 4 * 32 + 7; // 4 stairs (ages 3, 2, 1, 0) and 39 fp32 tokens
+  const r = rows(n, 3);
+  const r2 = rows(n, 11);
+  kv.append(1, r, r2, [...Array(n).keys()]);
+  fp.append(1, r, r2, [...Array(n).keys()]);
+  // expected widths by (layer, kind, age): layer 0 values 8 always; layer 1 keys 8, 6, 5, 5; else 8, 4, 4, 4
+  const width = (l: number, kind: 'k' | 'v', age: number) =>
+    l === 0 && kind === 'v' ? 8 : l === 1 && kind === 'k' ? [8, 6, 5][Math.min(age, 2)] : [8, 4][Math.min(age, 1)];
+  const blockBytes = (bits: number, kind: 'k' | 'v') => (32 * W * bits) / 8 + (kind === 'k' ? W : 32 * (W / 32)) * 2 * 2;
+  const expected: Record<string, number> = {};
+  for (let age = 0; age < 4; age++)
+    for (let l = 0; l < shape.layers; l++)
+      for (const kind of ['k', 'v'] as const) {
+        const b = width(l, kind, age);
+        expected[`q${b}`] = (expected[`q${b}`] ?? 0) + blockBytes(b, kind);
+      }
+  const u = kv.usage(1)!;
+  for (const [tier, bytes] of Object.entries(expected)) assert.equal(u.bytesByTier[tier], bytes, `tier ${tier}`);
+  assert.equal(kv.stats().bytesInUse, Object.values(expected).reduce((a, b) => a + b, 0) + 3 * 16 * kv.bytesPerToken);
+  // tokens: the newest stair is all 8 bits; older ones mix widths (4..8, 5..8 from the third on)
+  assert.deepEqual(u.tokensByTier, { fp32: 39, q8: 32, 'q4-8': 96 });
+  // reconstruction error follows the widths: per (layer, kind, stair), error <= range / (2^b - 1)
+  const L = kv.length(1);
+  const outK = [new Float32Array(L * W), new Float32Array(L * W)];
+  const outV = [new Float32Array(L * W), new Float32Array(L * W)];
+  kv.gather(1, outK, outV, 0, L);
+  for (let age = 0; age < 4; age++) {
+    const t0 = (3 - age) * 32;
+    for (let l = 0; l < shape.layers; l++)
+      for (const [kind, out, src] of [['k', outK[l], r[l]], ['v', outV[l], r2[l]]] as const) {
+        let err = 0;
+        for (let i = t0 * W; i < (t0 + 32) * W; i++) err = Math.max(err, Math.abs(out[i] - src[i]));
+        const b = width(l, kind, age);
+        assert.ok(err <= 2 / ((1 << b) - 1), `layer ${l} ${kind} stair ${age}: error ${err} at ${b} bits`);
+        if (b === 8) assert.ok(err <= 2 / 255 / 2 + 2e-3, `layer ${l} ${kind} stair ${age}: 8-bit error ${err}`);
+      }
+  }
+  // the fp32 window is exact
+  for (let i = (L - 39) * W; i < L * W; i++) assert.equal(outK[0][i], r[0][i]);
+});
+
+test('SAQ_DEFAULTS hold at most 25% of fp32 bytes at every length from 1,000 to 4,096 tokens (the default model shape)', () => {
+  const shape = { layers: 6, kvHeads: 2, headDim: 64 };
+  const W = shape.kvHeads * shape.headDim;
+  const q = new PagedKvCache(shape, 1 << 30, 16, SAQ_DEFAULTS);
+  const f = new PagedKvCache(shape, 1 << 30, 16, null);
+  const src = Array.from({ length: shape.layers }, (_, l) => Float32Array.from({ length: 16 * W }, (_, i) => Math.sin(i * 0.3 + l)));
+  let worst = 0;
+  for (let t = 0; t < 4096; t++) {
+    q.append(0, src, src, [t % 16]);
+    f.append(0, src, src, [t % 16]);
+    if (t + 1 >= 1000) worst = Math.max(worst, q.stats().bytesInUse / f.stats().bytesInUse);
+  }
+  assert.ok(worst <= 0.25, `worst ratio ${worst}`);
+  assert.ok(worst > 0.2, `worst ratio ${worst}: the budget should be used`);
+});
+
+test('SAQ options are validated: unknown widths and packings that do not fit the row are refused', () => {
+  assert.throws(() => new PagedKvCache(shape, 64 << 20, 16, { ...saq, bits: [8, 7] }), /bit width 7/);
+  assert.throws(() => new PagedKvCache(shape, 64 << 20, 16, { ...saq, layers: [{ keys: [] }] }), /at least one/);
+  assert.throws(() => new PagedKvCache({ layers: 1, kvHeads: 1, headDim: 2 }, 64 << 20, 16, { ...saq, valueGroup: 2, bits: [2] }), /multiple of 4/);
+  // 5 and 6 bits pack as a bit stream: any row width works
+  const kv = new PagedKvCache({ layers: 1, kvHeads: 1, headDim: 6 }, 64 << 20, 16, { window: 16, step: 16, bits: [6, 5], valueGroup: 6 });
+  const r = [Float32Array.from({ length: 80 * 6 }, (_, i) => Math.cos(i))];
+  kv.append(0, r, r, [...Array(80).keys()]);
+  const out = [new Float32Array(80 * 6)];
+  const outV = [new Float32Array(80 * 6)];
+  kv.gather(0, out, outV, 0, 80);
+  for (let i = 0; i < 80 * 6; i++) assert.ok(Math.abs(out[0][i] - r[0][i]) <= 2 / 31, `${i}: ${out[0][i]} vs ${r[0][i]}`);
 });
