@@ -82,7 +82,14 @@ export interface KvBenchResult {
   capacity2000: { budgetBytes: number; fp32: number; saq: number };
 }
 
-export async function kvBench(modelDir: string, threads: number, log = console.log): Promise<KvBenchResult> {
+export interface KvBenchOptions {
+  /** 'spread' (the measure): up to 8 prompts evenly spread over the held-out text, the first at
+   *  token 0 and the last ending at its end. 'shifted': 8 other offsets, each half a spacing on
+   *  (spacing (N - promptLen) / 8), a check that a configuration is not tuned to the first set. */
+  prompts?: 'spread' | 'shifted';
+}
+
+export async function kvBench(modelDir: string, threads: number, log = console.log, opts: KvBenchOptions = {}): Promise<KvBenchResult> {
   const heldout = readFileSync(path.join(modelDir, 'heldout.txt'), 'utf8');
   const engines: Record<'fp32' | 'saq', LocalEngine> = {
     fp32: await createEngine({ modelDir, threads, provider: 'cpu', kvCache: 'fp32', prefillChunk: 32 }),
@@ -96,7 +103,10 @@ export async function kvBench(modelDir: string, threads: number, log = console.l
     const scored = all.slice(0, Math.min(all.length, ctx - 1));
     // prompts spread evenly over the held-out text (up to 8), not one lucky or unlucky passage
     const nPrompts = Math.max(1, Math.min(8, Math.floor((all.length - promptLen) / 400) + 1));
-    const offsets = Array.from({ length: nPrompts }, (_, i) => (nPrompts === 1 ? 0 : Math.floor((i * (all.length - promptLen)) / (nPrompts - 1))));
+    const offsets =
+      opts.prompts === 'shifted'
+        ? Array.from({ length: 8 }, (_, i) => Math.floor(((i + 0.5) * Math.max(0, all.length - promptLen)) / 8))
+        : Array.from({ length: nPrompts }, (_, i) => (nPrompts === 1 ? 0 : Math.floor((i * (all.length - promptLen)) / (nPrompts - 1))));
     const seconds = { fp32: 0, saq: 0 };
     const prompts: KvPromptResult[] = [];
     let absLp = 0;
