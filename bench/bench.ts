@@ -13,6 +13,7 @@ import type { TextRequest } from '../src/engine/types.ts';
 import { CHATS, PROMPTS, type Category } from './prompts.ts';
 import { mdTable, median, writeReport, type Chart } from './report.ts';
 import { kvBench } from './kv-bench.ts';
+import { describeSaq } from '../src/kvcache/paged.ts';
 import { serverThroughput } from './server-bench.ts';
 import { TransformersPeer } from './peer-transformers.ts';
 
@@ -138,6 +139,9 @@ async function main() {
   const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens) : null;
   await engine.close();
   const kv = o.kv ? await kvBench(o.model, o.threads) : null;
+  // the same measures on 8 other prompts (offsets half a spacing on): a check that the staircase is
+  // not tuned to the first set
+  const kvCheck = o.kv ? await kvBench(o.model, o.threads, console.log, { prompts: 'shifted' }) : null;
 
   const tps = (c: Cell) => c.tokens / c.seconds;
   const rows: (string | number)[][] = [];
@@ -180,7 +184,14 @@ async function main() {
   }
   if (kv) {
     md += `\n#### KV cache: fp32 vs SAQ (${kv.contextTokens} tokens of context, ${kv.generated} generated, greedy)\n\n`;
-    md += `SAQ staircase: fp32 window ${kv.saq.config.window} tokens, stairs of ${kv.saq.config.step} tokens at ${kv.saq.config.bits.join(' → ')} bits (keys per channel, values per token, value groups of ${kv.saq.config.valueGroup}).\n\n`;
+    const saq = kv.saq.config;
+    md += `SAQ staircase: ${describeSaq(saq)} (keys per channel, values per token, value groups of ${saq.valueGroup}, fp16 statistics)`;
+    if (saq.layers?.length) {
+      md += ':\n\n' + mdTable(['layer', ...saq.layers.map((_, l) => String(l))], [
+        ['keys', ...saq.layers.map((x) => (x.keys ?? saq.bits).join(' → '))],
+        ['values', ...saq.layers.map((x) => (x.values ?? saq.bits).join(' → '))],
+      ]) + '\n';
+    } else md += '.\n\n';
     md += mdTable(['cache', 'KV bytes/token', 'KV bytes total', 'tokens/s', 'held-out perplexity'], [
       ['fp32', kv.fp32.bytesPerToken.toFixed(0), kv.fp32.bytes, kv.fp32.tokensPerSecond.toFixed(1), kv.fp32.perplexity.toFixed(3)],
       ['saq', kv.saq.bytesPerToken.toFixed(0), kv.saq.bytes, kv.saq.tokensPerSecond.toFixed(1), kv.saq.perplexity.toFixed(3)],
@@ -188,8 +199,16 @@ async function main() {
     md += `\nSAQ / fp32 bytes: ${(kv.bytesRatio * 100).toFixed(1)}%; greedy agreement with fp32 over the first 256 generated tokens, free-running, mean of ${kv.prompts.length} prompts: ${(kv.greedyAgreement * 100).toFixed(1)}%` +
       ` (earliest divergence at ${kv.firstDivergence ?? 'none'}); teacher-forced top-1 agreement on the same text: ${(kv.teacherForcedAgreement * 100).toFixed(2)}% (mean |Δ log p| ${kv.meanAbsLogprobChange.toFixed(4)} nats);` +
       ` perplexity change ${(kv.perplexityChange * 100).toFixed(2)}%; 2,000-token sequences in ${kv.capacity2000.budgetBytes / 2 ** 20} MiB: fp32 ${kv.capacity2000.fp32}, SAQ ${kv.capacity2000.saq}.\n\n`;
+    if (kvCheck) {
+      const all = [...kv.prompts, ...kvCheck.prompts];
+      md += `Check set (8 other prompts, offsets half a spacing on): free-running ${(kvCheck.greedyAgreement * 100).toFixed(1)}%, teacher-forced ${(kvCheck.teacherForcedAgreement * 100).toFixed(2)}%; ` +
+        `all ${all.length} prompts: free-running ${((all.reduce((a, p) => a + p.freeRunning, 0) / all.length) * 100).toFixed(1)}%.\n\n`;
+    }
+    const promptRow = (set: string) => (p: (typeof kv.prompts)[number]) => [
+      `${set}${p.offset}`, `${(p.freeRunning * 100).toFixed(1)}%`, p.firstDivergence ?? 'none', p.fp32MarginAtDivergence?.toFixed(4) ?? '', `${(p.teacherForced * 100).toFixed(1)}%`,
+    ];
     md += mdTable(['prompt at token', 'free-running agreement', 'first divergence', 'fp32 top-1/top-2 margin there (nats)', 'teacher-forced agreement'],
-      kv.prompts.map((p) => [p.offset, `${(p.freeRunning * 100).toFixed(1)}%`, p.firstDivergence ?? 'none', p.fp32MarginAtDivergence?.toFixed(4) ?? '', `${(p.teacherForced * 100).toFixed(1)}%`]));
+      [...kv.prompts.map(promptRow('')), ...(kvCheck?.prompts ?? []).map(promptRow('check: '))]);
     md += `\nPer decode step at ${kv.stepCost.past} tokens of past (batch 1): building past K/V ${kv.stepCost.gatherFp32Ms.toFixed(2)} ms (fp32) vs ${kv.stepCost.gatherSaqMs.toFixed(2)} ms (SAQ, dequantizing), forward ${kv.stepCost.forwardMs.toFixed(2)} ms.\n`;
   }
   const charts: Chart[] = [
@@ -208,7 +227,7 @@ async function main() {
       yLabel: 'tokens / step',
     },
   ];
-  const files = writeReport(o.out, 'bench', { date, machine, options: o, results, server, kv }, md, charts);
+  const files = writeReport(o.out, 'bench', { date, machine, options: o, results, server, kv, kvCheck }, md, charts);
   console.log('\n' + md);
   console.log(`wrote ${files.join(', ')}`);
 }

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { ENGINE_DEFAULTS, type EngineOptions } from './engine/options.ts';
-import { SAQ_DEFAULTS } from './kvcache/paged.ts';
+import { describeSaq, SAQ_DEFAULTS } from './kvcache/paged.ts';
 
 /** Where package.json lives; the default model path is resolved from here, not from the cwd. */
 export const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -78,8 +78,8 @@ export const ConfigSchema = z
       .enum(['fp32', 'saq'])
       .default(ENGINE_DEFAULTS.kvCache)
       .describe(
-        `KV cache precision: fp32 (exact) or saq (lossy, about a quarter of the bytes at 1,000 tokens: the newest ${SAQ_DEFAULTS.window} tokens fp32, ` +
-          `older ones in ${SAQ_DEFAULTS.step}-token stairs at ${SAQ_DEFAULTS.bits.join(' then ')} bits, keys per channel, values per token)`,
+        `KV cache precision: fp32 (exact) or saq (lossy, about a quarter of the bytes at 1,000 tokens: ${describeSaq(SAQ_DEFAULTS)}, ` +
+          'keys per channel, values per token)',
       ),
     defaultDrafter: z.string().min(1).default(ENGINE_DEFAULTS.defaultDrafter).describe('Drafter for requests that do not choose one ("none" = plain decoding)'),
     maxDraftTokens: integer(1).default(ENGINE_DEFAULTS.maxDraftTokens).describe('Draft tokens verified per step when a request does not say'),

@@ -20,14 +20,16 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
     registers,
   });
   let kv: KvStats | null = null;
+  const tiers = new Set(['fp32', 'reserved']); // every tier reported so far (stairs: q8, q6, q5, ...)
   new Gauge({
     name: 'specserve_kv_cache_bytes',
-    help: 'KV cache bytes by tier (fp32 window, q8/q4/q2 quantized stairs, reserved = promised to admitted requests and not yet written, free = budget not in use)',
+    help: 'KV cache bytes by tier (fp32 window, qN quantized stairs of N bits, q4-8 for stairs mixing widths by layer, reserved = promised to admitted requests and not yet written, free = budget not in use)',
     labelNames: ['tier'] as const,
     registers,
     collect() {
       if (!kv) return;
-      for (const tier of ['fp32', 'q8', 'q4', 'q2', 'reserved']) this.set({ tier }, kv.bytesByTier[tier] ?? 0);
+      for (const tier of Object.keys(kv.bytesByTier)) tiers.add(tier);
+      for (const tier of tiers) this.set({ tier }, kv.bytesByTier[tier] ?? 0);
       this.set({ tier: 'free' }, kv.bytesTotal - kv.bytesInUse);
     },
   });

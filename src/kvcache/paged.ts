@@ -66,6 +66,23 @@ export const SAQ_DEFAULTS: SaqOptions = {
   ],
 };
 
+/** The staircase in words, for docs and reports: "the newest 32 tokens fp32, then 32-token stairs
+ *  at 8 then 4–8 bits (by layer and K/V)". `layers` is the model's layer count. */
+export function describeSaq(o: SaqOptions, layers = o.layers?.length ?? 0): string {
+  const stairs = [o.bits];
+  for (let l = 0; l < layers; l++) stairs.push(o.layers?.[l]?.keys ?? o.bits, o.layers?.[l]?.values ?? o.bits);
+  const depth = Math.max(...stairs.map((st) => st.length));
+  const widths: string[] = [];
+  for (let i = 0; i < depth; i++) {
+    const at = stairs.map((st) => st[Math.min(i, st.length - 1)]);
+    const lo = Math.min(...at);
+    const hi = Math.max(...at);
+    widths.push(lo === hi ? String(lo) : `${lo}–${hi}`);
+  }
+  const varies = widths.some((w) => w.includes('–'));
+  return `the newest ${o.window} tokens fp32, then ${o.step}-token stairs at ${widths.join(' then ')} bits${varies ? ' (by layer and K/V)' : ''}`;
+}
+
 export interface KvStats {
   blockSize: number;
   blocksTotal: number;

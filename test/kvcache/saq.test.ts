@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { PagedKvCache, SAQ_DEFAULTS, type SaqOptions } from '../../src/kvcache/paged.ts';
+import { describeSaq, PagedKvCache, SAQ_DEFAULTS, type SaqOptions } from '../../src/kvcache/paged.ts';
 import { dequantize, dequantizeReference, floatToHalf, halfToFloat, quantBytes, quantize, requantize, statistics } from '../../src/kvcache/quant.ts';
 
 test('quantize/dequantize: every element within scale/2, per tier and mode', () => {
@@ -278,4 +278,12 @@ test('SAQ options are validated: unknown widths and packings that do not fit the
   const outV = [new Float32Array(80 * 6)];
   kv.gather(0, out, outV, 0, 80);
   for (let i = 0; i < 80 * 6; i++) assert.ok(Math.abs(out[0][i] - r[0][i]) <= 2 / 31, `${i}: ${out[0][i]} vs ${r[0][i]}`);
+});
+
+test('describeSaq names the stairs, with the range where widths differ by layer', () => {
+  assert.equal(describeSaq({ window: 16, step: 32, bits: [8, 4, 2], valueGroup: 32 }), 'the newest 16 tokens fp32, then 32-token stairs at 8 then 4 then 2 bits');
+  assert.equal(
+    describeSaq({ window: 32, step: 32, bits: [8, 5], valueGroup: 32, layers: [{ keys: [8, 6], values: [8] }, { values: [8, 4] }] }),
+    'the newest 32 tokens fp32, then 32-token stairs at 8 then 4–8 bits (by layer and K/V)',
+  );
 });
