@@ -94,45 +94,68 @@ async function main() {
   const cells = new Map<string, Cell>(); // `${method}|${category}`
   const key = (m: string, c: string) => `${m}|${c}`;
   for (const m of methods) for (const c of [...categories, 'overall']) cells.set(key(m, c), emptyCell());
-  // seconds of each repetition, per method and prompt: timing is the median repetition's, so one
-  // repetition the VM slowed down (another tenant, a kernel thread) does not move a ratio
-  const times = new Map<string, number[]>(); // `${method}|${prompt index}`
+  // Timing design. Every ratio compares a method with plain decoding run right next to it, on the
+  // same prompt: each (prompt, repetition) runs plain then the method (or the reverse on odd
+  // repetitions) for every method in turn. A shared VM changes speed over seconds to minutes; a
+  // ratio against plain runs minutes away (or against one plain run shared by every method) moved
+  // whole categories by 20-35% between runs. Per prompt the median repetition counts, so one
+  // repetition the VM slowed down does not move a ratio either.
+  const times = new Map<string, number[]>(); // `${method}|${prompt index}`: the method's seconds
+  const paired = new Map<string, number[]>(); // `${method}|${prompt index}`: its plain partner's
+  const push = (map: Map<string, number[]>, k: string, v: number) => map.set(k, [...(map.get(k) ?? []), v]);
+  const others = methods.filter((m) => m !== 'plain');
 
   console.log(`specserve bench: ${prompts.length} prompts x ${o.reps} reps x ${methods.length} methods, ${o.maxTokens} tokens each, threads=${o.threads}, provider=${engine.info.provider}`);
   const bar = new cliProgress.SingleBar({ format: ' {bar} {value}/{total} runs | {method} on {category}', hideCursor: true }, cliProgress.Presets.shades_classic);
-  bar.start(prompts.length * o.reps * methods.length, 0, { method: '', category: '' });
-  // warm-up so the first measured method does not pay for lazy initialisation
-  await timeEngine(engine, req(prompts[0].prompt, 'none', 16, o.maxDraftTokens));
-  if (peer) await peer.generate(prompts[0].prompt, 16);
+  bar.start(prompts.length * o.reps * others.length * 2, 0, { method: '', category: '' });
+  // Untimed warm-up: lazy initialisation, and the goodput draft policy measures its caps for every
+  // drafter (as it has in a server that has been up a while) instead of learning them inside the
+  // first timed category. Every 4th prompt, full length, each method.
+  for (const [pi, p] of prompts.entries()) {
+    if (pi % 4 !== 0) continue;
+    for (const m of methods) {
+      if (m === 'transformers.js') await peer!.generate(p.prompt, o.maxTokens);
+      else await timeEngine(engine, req(p.prompt, m === 'plain' ? 'none' : m, o.maxTokens, o.maxDraftTokens));
+    }
+  }
+  const runOnce = async (m: string, p: { category: Category; prompt: string }): Promise<Cell> => {
+    if (m !== 'transformers.js') return timeEngine(engine, req(p.prompt, m === 'plain' ? 'none' : m, o.maxTokens, o.maxDraftTokens));
+    const t0 = performance.now();
+    const tokens = await peer!.generate(p.prompt, o.maxTokens);
+    return { ...emptyCell(), requests: 1, tokens, seconds: (performance.now() - t0) / 1000 };
+  };
   for (let rep = 0; rep < o.reps; rep++) {
     for (const [pi, p] of prompts.entries()) {
-      // interleave methods so slow drift of the machine hits all of them alike
-      const order = rep % 2 === 0 ? methods : [...methods].reverse();
-      for (const m of order) {
-        bar.increment(0, { method: m, category: p.category });
-        let cell: Cell;
-        if (m === 'transformers.js') {
-          const t0 = performance.now();
-          const tokens = await peer!.generate(p.prompt, o.maxTokens);
-          cell = { ...emptyCell(), requests: 1, tokens, seconds: (performance.now() - t0) / 1000 };
-        } else {
-          cell = await timeEngine(engine, req(p.prompt, m === 'plain' ? 'none' : m, o.maxTokens, o.maxDraftTokens));
+      for (const m of rep % 2 === 0 ? others : [...others].reverse()) {
+        for (const x of rep % 2 === 0 ? ['plain', m] : [m, 'plain']) {
+          bar.increment(0, { method: x, category: p.category });
+          const cell = await runOnce(x, p);
+          add(cells.get(key(x, p.category))!, cell);
+          add(cells.get(key(x, 'overall'))!, cell);
+          push(x === 'plain' ? paired : times, key(m, String(pi)), cell.seconds);
+          if (x === 'plain') push(times, key('plain', String(pi)), cell.seconds);
+          bar.increment(1);
         }
-        add(cells.get(key(m, p.category))!, cell);
-        add(cells.get(key(m, 'overall'))!, cell);
-        times.set(key(m, String(pi)), [...(times.get(key(m, String(pi))) ?? []), cell.seconds]);
-        bar.increment(1);
       }
     }
   }
   bar.stop();
-  // timing per cell: each prompt's median repetition, scaled to the repetitions run
+  // timing per cell: each prompt's median repetition (scaled to the runs made); a method's speedup
+  // is its paired plain runs' time over its own
+  const pairedSeconds = new Map<string, number>(); // `${method}|${category}`
   for (const m of methods) {
-    for (const c of [...categories, 'overall']) cells.get(key(m, c))!.seconds = 0;
+    for (const c of [...categories, 'overall']) {
+      cells.get(key(m, c))!.seconds = 0;
+      pairedSeconds.set(key(m, c), 0);
+    }
     prompts.forEach((p, pi) => {
-      const s = median(times.get(key(m, String(pi)))!) * o.reps;
-      cells.get(key(m, p.category))!.seconds += s;
-      cells.get(key(m, 'overall'))!.seconds += s;
+      const runs = times.get(key(m, String(pi)))!;
+      const s = median(runs) * runs.length;
+      const ps = m === 'plain' ? s : median(paired.get(key(m, String(pi)))!) * runs.length;
+      for (const c of [p.category, 'overall']) {
+        cells.get(key(m, c))!.seconds += s;
+        pairedSeconds.set(key(m, c), pairedSeconds.get(key(m, c))! + ps);
+      }
     });
   }
 
@@ -150,8 +173,7 @@ async function main() {
     results[m] = {};
     for (const c of [...categories, 'overall']) {
       const cell = cells.get(key(m, c))!;
-      const plain = cells.get(key('plain', c))!;
-      const speedup = tps(cell) / tps(plain);
+      const speedup = pairedSeconds.get(key(m, c))! / cell.seconds; // same prompts, same token counts
       const mal = cell.decodeSteps > 0 && m !== 'plain' && m !== 'transformers.js' ? (cell.tokens - cell.requests) / cell.decodeSteps : 1;
       const rate = cell.draftTokens ? cell.acceptedTokens / cell.draftTokens : null;
       const early = cells.get(key(m, 'overall'))!.earlyStops > 0 && cell.draftSteps ? cell.earlyStops / cell.draftSteps : null;
@@ -170,13 +192,15 @@ async function main() {
   const date = new Date().toISOString().slice(0, 10);
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}, ${engine.info.provider}`;
   let md = `### Speculative decoding, batch 1, greedy (${date})\n\n`;
-  md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps (timing: each prompt's median rep), ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
+  md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps (each method timed next to a plain run on the same prompt; per prompt the median rep), ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
   md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}${o.spinThreads ? ' --spin-threads' : ''}\`\n\n`;
   md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate', 'drafts stopped early'], rows);
   if (peer) {
     const pt = tps(cells.get(key('transformers.js', 'overall'))!);
-    md += `\nPeer: transformers.js ${pt.toFixed(1)} tok/s on \`onnx/model.onnx\` (same weights, same threads). specserve plain = ${(tps(cells.get(key('plain', 'overall'))!) / pt).toFixed(2)}x transformers.js`;
-    for (const d of drafters) md += `, ${d} = ${(tps(cells.get(key(d, 'overall'))!) / pt).toFixed(2)}x`;
+    // through the paired plain runs: plain vs the peer, and each drafter vs plain, both side by side
+    const vsPlain = (m: string) => (results[m].overall as { speedup: number }).speedup;
+    md += `\nPeer: transformers.js ${pt.toFixed(1)} tok/s on \`onnx/model.onnx\` (same weights, same threads). specserve plain = ${(1 / vsPlain('transformers.js')).toFixed(2)}x transformers.js`;
+    for (const d of drafters) md += `, ${d} = ${(vsPlain(d) / vsPlain('transformers.js')).toFixed(2)}x`;
     md += '.\n';
   }
   if (server) {

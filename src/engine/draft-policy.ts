@@ -26,6 +26,9 @@ const DECAY = 0.05;
 const CLOSE = 0.6;
 /** ...only on every FAR_EVERY-th exploration step. */
 const FAR_EVERY = 4;
+/** ...once they have this many measurements: a few unlucky steps (a stretch of text the drafter
+ *  cannot predict) must not starve a cap of the measurements that would show it is the best. */
+const SETTLED = 16;
 
 export interface DraftCapSnapshot {
   drafter: string;
@@ -83,7 +86,8 @@ export class DraftCapPolicy {
       const best = this.best(arms);
       const far = (step / EXPLORE_EVERY) % FAR_EVERY !== 0;
       arm = arms.reduce(
-        (m, a, i) => (i !== best && (!far || a.rate >= CLOSE * arms[best].rate) && (m < 0 || a.tries < arms[m].tries) ? i : m),
+        (m, a, i) =>
+          i !== best && (!far || a.tries < SETTLED || a.rate >= CLOSE * arms[best].rate) && (m < 0 || a.tries < arms[m].tries) ? i : m,
         -1,
       );
       if (arm < 0) arm = best;
