@@ -5,13 +5,25 @@
 // tokens it verifies (nearly free while a step is bound by reading weights, full price once it is
 // bound by compute, which on a CPU happens at a few dozen tokens). So it measures. For each drafter
 // (or 'mixed', for batches whose sequences use different drafters) and batch size class (1, 2-3,
-// 4-7, 8-15, 16-31, 32+) it keeps the rate at which decode steps emitted
-// tokens (tokens per millisecond, drafting and verification included) under each cap on the
-// per-sequence draft budget, 0 (plain decoding) to 8, and uses the best. One step in EXPLORE_EVERY
-// tries another cap (least tried first), so the estimates follow the traffic as it changes; caps
-// never tried are tried first. The per-sequence budget (from that sequence's own acceptance) still
-// applies under the cap: the policy only limits, so a sequence the drafter cannot predict is not
-// made to draft.
+// 4-7, 8-15, 16-31, 32+) it estimates the rate at which decode steps would emit tokens (tokens per
+// millisecond, drafting and verification included) under each cap on the per-sequence draft
+// budget, 0 (plain decoding) to 8, and uses the best. The per-sequence budget (from that
+// sequence's own acceptance) still applies under the cap: the policy only limits, so a sequence
+// the drafter cannot predict is not made to draft.
+//
+// Comparing caps on the same text. What a step emits depends far more on the text (a stretch
+// prompt lookup can copy, or one it cannot) than on the cap, so rates measured each on the steps
+// that happened to run under that cap compare texts, not caps: a cap measured in a bad stretch
+// looked worse than one measured in a good one. But a step run under cap u also tells what every
+// smaller cap would have done on the same text: trees are cut to a cap by prefix (node order), so
+// a smaller cap's accepted path is the part of the accepted path whose nodes fall under it. The
+// scheduler reports, per step, the tokens each cap up to u would have emitted, and the policy
+// chains the differences between neighbouring caps measured on the same steps: tokens under cap c
+// = tokens under cap c-1 + (the mean extra tokens c gave over c-1 on steps run at c or above).
+// A step's cost is measured directly, as the mean ms of the steps run under each cap (over a batch,
+// or over many steps, it depends far less on the text than tokens do). One step in EXPLORE_EVERY
+// runs a cap other than the best (least tried first; caps never tried first), so larger caps than
+// the best keep being measured and the estimates follow the traffic.
 //
 // Greedy and sampled outputs do not depend on the cap (verification is lossless), only speed does.
 
@@ -19,15 +31,15 @@
 export const DRAFT_CAPS = [0, 1, 2, 4, 8] as const;
 /** One decode step in this many tries a cap other than the best. Defaults to `32`. */
 export const EXPLORE_EVERY = 32;
-/** How fast old measurements fade: each new step multiplies a cap's sums by 1 - DECAY. Defaults
- *  to `0.05` (about the last 20 steps under that cap count most). */
-const DECAY = 0.05;
-/** Caps measuring under this fraction of the best cap's rate are re-measured less often. */
+/** How fast old measurements fade: every step of a (drafter, batch class) multiplies its sums by
+ *  1 - DECAY. Defaults to `0.01` (about the last 100 steps count most). */
+const DECAY = 0.01;
+/** Caps estimated under this fraction of the best cap's rate are re-measured less often... */
 const CLOSE = 0.6;
-/** ...only on every FAR_EVERY-th exploration step. */
+/** ...only on every FAR_EVERY-th exploration step... */
 const FAR_EVERY = 4;
-/** ...once they have this many measurements: a few unlucky steps (a stretch of text the drafter
- *  cannot predict) must not starve a cap of the measurements that would show it is the best. */
+/** ...once they have run this many steps: a few unlucky steps must not starve a cap of the
+ *  measurements that would show it is the best. */
 const SETTLED = 16;
 
 export interface DraftCapSnapshot {
@@ -37,18 +49,69 @@ export interface DraftCapSnapshot {
   tokensPerMs: number;
 }
 
-interface Arm {
-  tries: number;
-  /** Decayed sums of tokens emitted and milliseconds spent under this cap: the rate is their
-   *  ratio, not a mean of per-step ratios, which one lucky or unlucky step would swing. */
-  tokens: number;
+/** What one decode step did, and what the caps up to the one it ran under would have done on it. */
+export interface StepOutcome {
   ms: number;
-  rate: number; // tokens per ms
+  /** Per cap index 0..arm: tokens the step's decode rows emitted / would have emitted. */
+  tokens: number[];
+}
+
+/** Decayed sums for one (drafter, batch class). */
+class Stats {
+  readonly tries: number[];
+  /** Per cap c: weight of steps run at c or above, and the sum over them of tokens(c) -
+   *  tokens(c-1) (for c = 0: tokens(0)). */
+  readonly w: number[];
+  readonly dTok: number[];
+  /** Per cap: weight and ms of the steps run under it (cost is measured directly: averaged over a
+   *  batch or over the arm's steps it depends far less on the text than tokens do). */
+  readonly msW: number[];
+  readonly ms: number[];
+  steps = 0;
+
+  constructor(k: number) {
+    this.tries = new Array(k).fill(0);
+    this.w = new Array(k).fill(0);
+    this.dTok = new Array(k).fill(0);
+    this.msW = new Array(k).fill(0);
+    this.ms = new Array(k).fill(0);
+  }
+
+  record(arm: number, o: StepOutcome): void {
+    const keep = 1 - DECAY;
+    for (let c = 0; c < this.w.length; c++) {
+      this.w[c] *= keep;
+      this.dTok[c] *= keep;
+    }
+    for (let c = 0; c < this.ms.length; c++) {
+      this.msW[c] *= keep;
+      this.ms[c] *= keep;
+    }
+    for (let c = 0; c <= arm && c < o.tokens.length; c++) {
+      this.w[c] += 1;
+      this.dTok[c] += o.tokens[c] - (c > 0 ? o.tokens[c - 1] : 0);
+    }
+    this.msW[arm] += 1;
+    this.ms[arm] += o.ms;
+    this.tries[arm]++;
+  }
+
+  /** Estimated tokens/ms per cap (0 where nothing is known yet). */
+  rates(): number[] {
+    const k = this.w.length;
+    const out = new Array(k).fill(0);
+    let tokens = 0;
+    for (let c = 0; c < k; c++) {
+      if (this.w[c] <= 1e-9) break; // nothing known at c, so nothing above it either
+      tokens += this.dTok[c] / this.w[c];
+      out[c] = this.msW[c] > 1e-9 && this.ms[c] > 0 ? tokens / (this.ms[c] / this.msW[c]) : 0;
+    }
+    return out;
+  }
 }
 
 export class DraftCapPolicy {
-  private readonly arms = new Map<string, Arm[]>();
-  private steps = new Map<string, number>();
+  private readonly stats = new Map<string, Stats>();
 
   constructor(private readonly caps: readonly number[] = DRAFT_CAPS) {}
 
@@ -57,13 +120,13 @@ export class DraftCapPolicy {
     return Math.min(5, Math.floor(Math.log2(Math.max(1, batch))));
   }
 
-  private armsFor(key: string): Arm[] {
-    let a = this.arms.get(key);
-    if (!a) {
-      a = this.caps.map(() => ({ tries: 0, tokens: 0, ms: 0, rate: 0 }));
-      this.arms.set(key, a);
+  private statsFor(key: string): Stats {
+    let s = this.stats.get(key);
+    if (!s) {
+      s = new Stats(this.caps.length);
+      this.stats.set(key, s);
     }
-    return a;
+    return s;
   }
 
   private static key(drafter: string, batch: number): string {
@@ -73,53 +136,50 @@ export class DraftCapPolicy {
   /** The cap for a decode step over `batch` sequences drafting with `drafter`, and its index for
    *  `record`. */
   choose(batch: number, drafter = 'mixed'): { cap: number; arm: number } {
-    const key = DraftCapPolicy.key(drafter, batch);
-    const arms = this.armsFor(key);
-    const step = (this.steps.get(key) ?? 0) + 1;
-    this.steps.set(key, step);
-    const untried = arms.findIndex((a) => a.tries === 0);
+    const s = this.statsFor(DraftCapPolicy.key(drafter, batch));
+    s.steps++;
+    const untried = s.tries.findIndex((t) => t === 0);
     let arm: number;
     if (untried >= 0) arm = untried;
-    else if (step % EXPLORE_EVERY === 0) {
-      // re-measure the least-tried contender; caps far behind the best (under CLOSE of its rate)
-      // only every FAR_EVERY-th time, so a clear winner is not taxed by measuring clear losers
-      const best = this.best(arms);
-      const far = (step / EXPLORE_EVERY) % FAR_EVERY !== 0;
-      arm = arms.reduce(
-        (m, a, i) =>
-          i !== best && (!far || a.tries < SETTLED || a.rate >= CLOSE * arms[best].rate) && (m < 0 || a.tries < arms[m].tries) ? i : m,
-        -1,
-      );
-      if (arm < 0) arm = best;
-    } else arm = this.best(arms);
+    else {
+      const rates = s.rates();
+      const best = argmax(rates);
+      if (s.steps % EXPLORE_EVERY === 0) {
+        // re-measure the least-tried contender; caps far behind the best (under CLOSE of its rate)
+        // only every FAR_EVERY-th time, so a clear winner is not taxed by measuring clear losers
+        const far = (s.steps / EXPLORE_EVERY) % FAR_EVERY !== 0;
+        arm = s.tries.reduce(
+          (m, t, i) => (i !== best && (!far || t < SETTLED || rates[i] >= CLOSE * rates[best]) && (m < 0 || t < s.tries[m]) ? i : m),
+          -1,
+        );
+        if (arm < 0) arm = best;
+      } else arm = best;
+    }
     return { cap: this.caps[arm], arm };
   }
 
-  /** A decode step under `arm` emitted `tokens` in `ms` (drafting + forward + verification). */
-  record(batch: number, arm: number, tokens: number, ms: number, drafter = 'mixed'): void {
-    if (ms <= 0) return;
-    const a = this.armsFor(DraftCapPolicy.key(drafter, batch))[arm];
-    a.tokens = a.tokens * (1 - DECAY) + tokens;
-    a.ms = a.ms * (1 - DECAY) + ms;
-    a.rate = a.tokens / a.ms;
-    a.tries++;
-  }
-
-  private best(arms: Arm[]): number {
-    let b = 0;
-    for (let i = 1; i < arms.length; i++) if (arms[i].rate > arms[b].rate) b = i;
-    return b;
+  /** A decode step ran under `arm`: what it emitted and cost, and what smaller caps would have. */
+  record(batch: number, arm: number, outcome: StepOutcome, drafter = 'mixed'): void {
+    if (outcome.ms <= 0) return;
+    this.statsFor(DraftCapPolicy.key(drafter, batch)).record(arm, outcome);
   }
 
   /** Current best cap per batch size class that has been measured (for metrics). */
   snapshot(): DraftCapSnapshot[] {
     const names = ['1', '2-3', '4-7', '8-15', '16-31', '32+'];
-    return [...this.arms.entries()]
-      .filter(([, arms]) => arms.some((a) => a.tries > 0))
-      .map(([key, arms]) => {
+    return [...this.stats.entries()]
+      .filter(([, s]) => s.tries.some((t) => t > 0))
+      .map(([key, s]) => {
         const [drafter, cls] = key.split('|');
-        const b = this.best(arms);
-        return { drafter, batchClass: names[Number(cls)], cap: this.caps[b], tokensPerMs: arms[b].rate };
+        const rates = s.rates();
+        const b = argmax(rates);
+        return { drafter, batchClass: names[Number(cls)], cap: this.caps[b], tokensPerMs: rates[b] };
       });
   }
+}
+
+function argmax(xs: number[]): number {
+  let b = 0;
+  for (let i = 1; i < xs.length; i++) if (xs[i] > xs[b]) b = i;
+  return b;
 }

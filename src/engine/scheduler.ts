@@ -11,7 +11,7 @@ import type { DraftContext, Drafter, DraftTree } from '../drafters/Drafter.ts';
 import { BatchPast } from '../kvcache/batch-past.ts';
 import type { PagedKvCache } from '../kvcache/paged.ts';
 import { verifyGreedy, verifySampled, type Relax, type VerifyTree } from './acceptance.ts';
-import { DraftCapPolicy } from './draft-policy.ts';
+import { DRAFT_CAPS, DraftCapPolicy } from './draft-policy.ts';
 import { relax, type LanternNeighbours } from './lantern.ts';
 import type { FromWorker, SeqRequest, WireLogprob } from './protocol.ts';
 import type { DeepInput, ForwardInput, ForwardOutput } from './runner.ts';
@@ -107,8 +107,9 @@ export class Scheduler {
   private buffers = new Map<string, Float32Array>();
   private readonly pastViews = new Map<number, BatchPast>();
   readonly draftCaps = new DraftCapPolicy();
-  /** Tokens the decode rows of the current step emitted (for the goodput policy). */
-  private decodeTokens = 0;
+  /** What the current step's decode rows emitted and verified under its cap and would have under
+   *  each smaller one (for the goodput policy); null when the policy made no choice. */
+  private outcome: { caps: number[]; tokens: number[] } | null = null;
 
   constructor(
     private readonly model: SchedulerModel,
@@ -192,9 +193,11 @@ export class Scheduler {
       return false;
     }
     const t0 = performance.now();
-    this.decodeTokens = 0;
     let prefillMs = 0;
     const { rows, capChoice } = await this.planRows();
+    this.outcome = capChoice
+      ? { caps: DRAFT_CAPS.slice(0, capChoice.arm + 1), tokens: new Array(capChoice.arm + 1).fill(0) }
+      : null;
     if (rows.length === 0) return true;
     // Rows of one forward are padded to the longest: a 256-token prompt chunk in the same forward
     // as 1-token decode rows would make every decode row cost 256 positions. Decode rows (root +
@@ -237,7 +240,9 @@ export class Scheduler {
       if (group[0].kind === 'prefill') prefillMs += performance.now() - tg;
     }
     // goodput: tokens the decode rows emitted per ms of drafting + verification
-    if (capChoice) this.draftCaps.record(capChoice.batch, capChoice.arm, this.decodeTokens, performance.now() - t0 - prefillMs, capChoice.drafter);
+    if (capChoice && this.outcome) {
+      this.draftCaps.record(capChoice.batch, capChoice.arm, { ms: performance.now() - t0 - prefillMs, tokens: this.outcome.tokens }, capChoice.drafter);
+    }
     return true;
   }
 
@@ -597,7 +602,13 @@ export class Scheduler {
       emitted.push(result.bonus);
       const sourceLogits = result.path.map((n) => logitsAt(n));
       const kept = this.accept(s, emitted, sourceLogits);
-      this.decodeTokens += kept;
+      if (this.outcome) {
+        // trees are cut to a cap by prefix (truncateTree): under cap c the step would have verified
+        // the first c nodes and accepted the part of its accepted path among them
+        const o = this.outcome;
+        const onPath = result.path.slice(1).map((n) => n - 1);
+        o.caps.forEach((c, i) => (o.tokens[i] += Math.min(kept, 1 + onPath.filter((j) => j < c).length)));
+      }
       if (drafted > 0) {
         // tokens past EOS / max_tokens were verified but not emitted: they do not count as accepted
         const acceptedKept = Math.min(acceptedN, kept);
