@@ -108,22 +108,18 @@ async function main() {
   console.log(`specserve bench: ${prompts.length} prompts x ${o.reps} reps x ${methods.length} methods, ${o.maxTokens} tokens each, threads=${o.threads}, provider=${engine.info.provider}`);
   const bar = new cliProgress.SingleBar({ format: ' {bar} {value}/{total} runs | {method} on {category}', hideCursor: true }, cliProgress.Presets.shades_classic);
   bar.start(prompts.length * o.reps * others.length * 2, 0, { method: '', category: '' });
-  // Untimed warm-up: lazy initialisation, and the goodput draft policy measures its caps for every
-  // drafter (as it has in a server that has been up a while) instead of learning them inside the
-  // first timed category. Every 4th prompt, full length, each method.
-  for (const [pi, p] of prompts.entries()) {
-    if (pi % 4 !== 0) continue;
-    for (const m of methods) {
-      if (m === 'transformers.js') await peer!.generate(p.prompt, o.maxTokens);
-      else await timeEngine(engine, req(p.prompt, m === 'plain' ? 'none' : m, o.maxTokens, o.maxDraftTokens));
-    }
-  }
   const runOnce = async (m: string, p: { category: Category; prompt: string }): Promise<Cell> => {
     if (m !== 'transformers.js') return timeEngine(engine, req(p.prompt, m === 'plain' ? 'none' : m, o.maxTokens, o.maxDraftTokens));
     const t0 = performance.now();
     const tokens = await peer!.generate(p.prompt, o.maxTokens);
     return { ...emptyCell(), requests: 1, tokens, seconds: (performance.now() - t0) / 1000 };
   };
+  // Untimed warm-up: lazy initialisation, and the goodput draft policy measures its caps for every
+  // drafter (as it has in a server that has been up a while) instead of learning them inside the
+  // first timed category. Every 4th prompt, full length, each method.
+  for (const [pi, p] of prompts.entries()) {
+    if (pi % 4 === 0) for (const m of methods) await runOnce(m, p);
+  }
   for (let rep = 0; rep < o.reps; rep++) {
     for (const [pi, p] of prompts.entries()) {
       for (const m of rep % 2 === 0 ? others : [...others].reverse()) {

@@ -148,18 +148,19 @@ async function main() {
       }
     }
     const rate = (r: Run) => r.all.reduce((a, s) => a + s.tokens, 0) / r.wall;
-    const ratios: Record<number, number[]> = {};
+    const spread = (xs: number[]) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
     for (const c of levels) {
-      ratios[c] = runs[modes[1]][c].map((r, i) => rate(r) / rate(runs[modes[0]][c][i]));
+      const ratio = spread(runs[modes[1]][c].map((r, i) => rate(r) / rate(runs[modes[0]][c][i])));
       for (const mode of modes) {
         const rs = runs[mode][c];
         const all = rs.flatMap((r) => r.all);
         const d = (k: string) => rs.reduce((a, r) => a + (r.after[k] ?? 0) - (r.before[k] ?? 0), 0);
         const gaps = all.flatMap((s) => s.gaps);
+        const agg = spread(rs.map(rate));
         results[mode][c] = {
-          aggregateTokensPerSecond: median(rs.map(rate)),
-          aggregateTokensPerSecondMin: Math.min(...rs.map(rate)),
-          aggregateTokensPerSecondMax: Math.max(...rs.map(rate)),
+          aggregateTokensPerSecond: agg.median,
+          aggregateTokensPerSecondMin: agg.min,
+          aggregateTokensPerSecondMax: agg.max,
           perRequestTokensPerSecond: all.reduce((a, s) => a + s.tokens / s.seconds, 0) / all.length,
           ttftP50ms: percentile(all.map((s) => s.ttft), 50),
           ttftP95ms: percentile(all.map((s) => s.ttft), 95),
@@ -168,16 +169,13 @@ async function main() {
           maxGapMs: Math.max(0, ...gaps),
           acceptanceRate: d('specserve_spec_decode_num_draft_tokens_total') ? d('specserve_spec_decode_num_accepted_tokens_total') / d('specserve_spec_decode_num_draft_tokens_total') : 0,
           requests: all.length,
-          ...(mode === modes[1] ? { ratioMedian: median(ratios[c]), ratioMin: Math.min(...ratios[c]), ratioMax: Math.max(...ratios[c]) } : {}),
+          ...(mode === modes[1] ? { ratioMedian: ratio.median, ratioMin: ratio.min, ratioMax: ratio.max } : {}),
         };
       }
     }
     // plain scaling, per round: aggregate tokens/s at each level over the first level's
-    const scaling: Record<number, { median: number; min: number; max: number }> = {};
-    for (const c of levels.slice(1)) {
-      const per = runs[modes[0]][c].map((r, i) => rate(r) / rate(runs[modes[0]][levels[0]][i]));
-      scaling[c] = { median: median(per), min: Math.min(...per), max: Math.max(...per) };
-    }
+    const scaling: Record<number, ReturnType<typeof spread>> = {};
+    for (const c of levels.slice(1)) scaling[c] = spread(runs[modes[0]][c].map((r, i) => rate(r) / rate(runs[modes[0]][levels[0]][i])));
     bar.stop();
 
     // non-streaming request rate with autocannon

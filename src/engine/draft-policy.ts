@@ -82,8 +82,6 @@ class Stats {
     for (let c = 0; c < this.w.length; c++) {
       this.w[c] *= keep;
       this.dTok[c] *= keep;
-    }
-    for (let c = 0; c < this.ms.length; c++) {
       this.msW[c] *= keep;
       this.ms[c] *= keep;
     }

@@ -107,7 +107,7 @@ export class Scheduler {
   private buffers = new Map<string, Float32Array>();
   private readonly pastViews = new Map<number, BatchPast>();
   readonly draftCaps = new DraftCapPolicy();
-  /** What the current step's decode rows emitted and verified under its cap and would have under
+  /** Tokens the current step's decode rows emitted under its cap and would have emitted under
    *  each smaller one (for the goodput policy); null when the policy made no choice. */
   private outcome: { caps: number[]; tokens: number[] } | null = null;
 

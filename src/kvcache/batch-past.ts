@@ -8,9 +8,10 @@
 //   - each sequence keeps its batch slot while it stays in the batch; a sequence that leaves is
 //     replaced by the last slot's (one move), newcomers take the free slots;
 //   - a slot is brought up to date by copying the rows committed since it was last synced;
-//   - the past dimension (the slot stride) is the longest sequence rounded up with some headroom,
-//     so it changes (and the buffer is rebuilt) once every few dozen tokens, not every step. Rows
-//     past a sequence's length are masked by the attention bias, as padding always was.
+//   - the past dimension (the slot stride) is the longest sequence rounded up to a multiple of
+//     ROUND, so it changes (and the held rows move to a new buffer) once every ROUND tokens of
+//     growth, not every step. Rows past a sequence's length are masked by the attention bias, as
+//     padding always was.
 // Only for caches whose committed rows never change (fp32; SAQ rewrites old rows at commit).
 import type { PagedKvCache } from './paged.ts';
 
@@ -102,7 +103,7 @@ export class BatchPast {
     // copy what each slot lacks
     for (let at = 0; at < B; at++) {
       const s = this.slots[at];
-      const len = this.kv.length(s.id);
+      const len = lens[want.get(s.id)!];
       if (s.valid < len) {
         this.kv.gatherRange(s.id, this.layerFrom, this.layerTo, s.valid, len, this.keys, this.values, at * slotRows + s.valid * this.W);
         copied += len - s.valid;
