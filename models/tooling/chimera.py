@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import NEG, RMSNorm, rotate_half  # noqa: E402
-from heads import ResBlock, distill, load_target, EMBED_FILE  # noqa: E402
+from heads import ResBlock, distill, drafter_args, drafter_setup, EMBED_FILE  # noqa: E402
 from export import retie_lm_head, sha256  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from train import batch_at  # noqa: E402
@@ -437,16 +437,8 @@ def check_export_matches_unroll(model, target, valid, K, vocab):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("work")
-    ap.add_argument("model_dir")
+    ap = drafter_args(argparse.ArgumentParser(), steps=240, seq=256, batch=8, lr=2e-3, seed=4242, threads=1)
     ap.add_argument("--depths", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=240)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=4242)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--draft-depths", type=int, default=5,
                     help="deepest draft graph exported; depths past --depths reuse the last trained head "
                          "(bench prompts, 8 nodes: 4 depths 3.61 tokens/step, 5: 3.84, 6: 3.96, 8: 4.07, "
@@ -454,11 +446,7 @@ def main():
     ap.add_argument("--draft-vocab", type=int, default=2048, help="draft vocabulary: the most frequent corpus tokens")
     ap.add_argument("--selfgen", type=int, default=256, help="self-generated sequences (prefix 96 + 160 greedy tokens); 0 = corpus only")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    target, cfg = load_target(a.work)
-    train = np.fromfile(os.path.join(a.work, "train.u16"), dtype=np.uint16)
-    valid = np.fromfile(os.path.join(a.work, "valid.u16"), dtype=np.uint16)
+    target, cfg, train, valid = drafter_setup(a)
     gen = None
     if a.selfgen:
         gen_path = os.path.join(a.work, f"chimera_selfgen_{a.selfgen}.u16")

@@ -91,6 +91,32 @@ def load_target(work):
     return m, cfg
 
 
+def drafter_args(ap, steps, seq, batch, lr, seed, threads):
+    """Adds what every drafter training script takes: the work folder (target.pt, the token
+    splits, checkpoints), the model folder it exports into, and the schedule with this script's
+    defaults. Returns `ap`."""
+    ap.add_argument("work")
+    ap.add_argument("model_dir")
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--seq", type=int, default=seq)
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--seed", type=int, default=seed)
+    ap.add_argument("--threads", type=int, default=threads)
+    return ap
+
+
+def drafter_setup(a):
+    """Threads and seed from the parsed arguments, then the frozen target and the token splits:
+    (target, cfg, train, valid)."""
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    target, cfg = load_target(a.work)
+    train = np.fromfile(os.path.join(a.work, "train.u16"), dtype=np.uint16)
+    valid = np.fromfile(os.path.join(a.work, "valid.u16"), dtype=np.uint16)
+    return target, cfg, train, valid
+
+
 def soft_ce(logits, teacher_p):
     return -(teacher_p * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
@@ -210,23 +236,11 @@ def export_hydra(heads, W, n_heads, out_dir):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("work")
-    ap.add_argument("model_dir")
+    ap = drafter_args(argparse.ArgumentParser(), steps=400, seq=512, batch=8, lr=1e-3, seed=4321, threads=2)
     ap.add_argument("--kind", choices=["medusa", "hydra"], required=True)
     ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=4321)
-    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    target, cfg = load_target(a.work)
-    train = np.fromfile(os.path.join(a.work, "train.u16"), dtype=np.uint16)
-    valid = np.fromfile(os.path.join(a.work, "valid.u16"), dtype=np.uint16)
+    target, cfg, train, valid = drafter_setup(a)
     D = cfg.d_model
     heads = MedusaHeads(D, a.heads) if a.kind == "medusa" else HydraHeads(D, a.heads)
     opt = torch.optim.AdamW(heads.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)

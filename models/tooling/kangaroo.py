@@ -39,7 +39,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Attention, RMSNorm, causal_bias, rotate_half  # noqa: E402
 from export import sha256  # noqa: E402
-from heads import EMBED_FILE, load_target, share_embedding, soft_ce  # noqa: E402
+from heads import EMBED_FILE, drafter_args, drafter_setup, share_embedding, soft_ce  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from train import batch_at  # noqa: E402
 
@@ -234,27 +234,15 @@ def check_split(m, l):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("work")
-    ap.add_argument("model_dir")
-    ap.add_argument("--steps", type=int, default=500)
-    ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=2404)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = drafter_args(argparse.ArgumentParser(), steps=500, seq=512, batch=4, lr=2e-3, seed=2404, threads=2)
     ap.add_argument("--threshold", type=float, default=0.05,
                     help="stop-drafting confidence eta written to the manifest; this adapter's confidence is low because "
                          "the target's own distribution is flat (held-out by-confidence table), so the reference's 0.6 would "
                          "stop after one token almost always")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    m, cfg = load_target(a.work)
+    m, cfg, train, valid = drafter_setup(a)
     l = cfg.shallow_layers
     print(f"[kangaroo] exit layer {l} of {cfg.n_layers}; shallow+deep == full (max |diff| {check_split(m, l):.2e})", flush=True)
-    train = np.fromfile(os.path.join(a.work, "train.u16"), dtype=np.uint16)
-    valid = np.fromfile(os.path.join(a.work, "valid.u16"), dtype=np.uint16)
     adapter = Adapter(cfg, m.norm)
     opt = torch.optim.AdamW(adapter.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     n_params = sum(p.numel() for p in adapter.parameters())
