@@ -12,7 +12,7 @@ const full = await ort.InferenceSession.create(path.join(dir, 'onnx', 'decoder_s
 const draft = await ort.InferenceSession.create(path.join(dir, 'kangaroo', 'draft.onnx'), o);
 const deep = await ort.InferenceSession.create(path.join(dir, 'kangaroo', 'deep.onnx'), o);
 const P = 200, KV = 2, HD = 64, D = 256, T = 4;
-const kv = (n: number) => new ort.Tensor('float32', new Float32Array(n * KV * HD), [1, n, KV, HD]);
+const kv = (n: number) => new ort.Tensor('float32', new Float32Array(n * KV * HD), [1, KV, n, HD]);
 const one = () => new ort.Tensor('int64', new BigInt64Array(1), [1, 1]);
 const bias1 = () => new ort.Tensor('float32', new Float32Array(P + 1), [1, 1, 1, P + 1]);
 const g: Record<string, ort.Tensor> = { input_ids: one(), position_ids: one(), attention_bias: bias1(), 'adapter_past.key': kv(P), 'adapter_past.value': kv(P) };

@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { loadModelConfig } from '../src/engine/model-config.ts';
 import { Runner } from '../src/engine/runner.ts';
 import { TextCodec } from '../src/engine/text.ts';
-import { PagedKvCache, type SaqOptions } from '../src/kvcache/paged.ts';
+import { headMajor, PagedKvCache, type SaqOptions } from '../src/kvcache/paged.ts';
 
 const { values: o } = parseArgs({
   options: {
@@ -60,7 +60,8 @@ for (const off of offsets) {
     const out = await runner.forward({
       batch: 1, newTokens: T, past: p, attentionBias: bias,
       inputIds: BigInt64Array.from(w.slice(p, p + T), BigInt), positionIds: BigInt64Array.from({ length: T }, (_, i) => BigInt(p + i)),
-      pastKeys: k.map((a) => a.subarray(0, p * W)), pastValues: v.map((a) => a.subarray(0, p * W)),
+      pastKeys: k.map((a) => headMajor(a, p, shape.kvHeads, shape.headDim)),
+      pastValues: v.map((a) => headMajor(a, p, shape.kvHeads, shape.headDim)),
     });
     for (let l = 0; l < shape.layers; l++) {
       k[l].set(out.keys[l], p * W);

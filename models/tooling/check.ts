@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadModelConfig, type ModelConfig } from '../../src/engine/model-config.ts';
 import { Runner, type ForwardOutput } from '../../src/engine/runner.ts';
+import { headMajor } from '../../src/kvcache/paged.ts';
 
 const NEG = -1e9;
 
@@ -28,7 +29,8 @@ interface Reference {
   greedy: number[];
 }
 
-/** Cache for batch 1, token-major [P, KV*hd] per layer (speculative layout). */
+/** Cache for batch 1, token-major [P, KV*hd] per layer, as the graph outputs new rows (its past
+ *  input is head-major: `headMajor`). */
 class Cache {
   keys: Float32Array[];
   values: Float32Array[];
@@ -78,7 +80,8 @@ async function specForward(r: Runner, cache: Cache, tokens: number[], parents: n
     inputIds: BigInt64Array.from(tokens, BigInt),
     positionIds: BigInt64Array.from(depth, (d) => BigInt(P + d)),
     attentionBias: bias,
-    pastKeys: cache.keys, pastValues: cache.values,
+    pastKeys: cache.keys.map((k) => headMajor(k, P, r.cfg.numKvHeads, r.cfg.headDim)),
+    pastValues: cache.values.map((v) => headMajor(v, P, r.cfg.numKvHeads, r.cfg.headDim)),
   });
 }
 

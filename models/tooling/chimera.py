@@ -211,7 +211,8 @@ def greedy_continuations(target, data, n, prefix, new, seed, batch=64):
     for b in range(0, n, batch):
         x = torch.from_numpy(np.stack([data[s:s + prefix] for s in starts[b:b + batch]]).astype(np.int64))
         B = x.shape[0]
-        logits, _, _, past = target(x)
+        logits, _, _, new_kv = target(x)
+        past = [(k.transpose(1, 2), v.transpose(1, 2)) for k, v in new_kv]  # head-major past
         toks = [x]
         nxt = logits[:, -1].argmax(-1, keepdim=True)
         for t in range(new):
@@ -220,7 +221,8 @@ def greedy_continuations(target, data, n, prefix, new, seed, batch=64):
                 break
             P = prefix + t
             logits, _, _, kv = target(nxt, torch.full((B, 1), P), torch.zeros(1, 1, 1, P + 1), past)
-            past = [(torch.cat([pk, k], 1), torch.cat([pv, v], 1)) for (pk, pv), (k, v) in zip(past, kv)]
+            past = [(torch.cat([pk, k.transpose(1, 2)], 2), torch.cat([pv, v.transpose(1, 2)], 2))
+                    for (pk, pv), (k, v) in zip(past, kv)]
             nxt = logits[:, -1].argmax(-1, keepdim=True)
         out[b:b + B] = torch.cat(toks, 1).numpy().astype(np.uint16)
     return out

@@ -54,12 +54,11 @@ class OptimumWrapper(nn.Module):
         k_pos = torch.arange(S)
         allowed = (k_pos.unsqueeze(0) <= q_pos.unsqueeze(1)).unsqueeze(0) & (attention_mask.unsqueeze(1) > 0)
         bias = ((1.0 - allowed.to(torch.float32)) * -1e9).unsqueeze(1)  # [B,1,T,S]
-        past = [(past_flat[2 * i].transpose(1, 2), past_flat[2 * i + 1].transpose(1, 2))
-                for i in range(len(past_flat) // 2)]
+        past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
         logits, _h, _s, new = self.m(input_ids, position_ids, bias, past)
         out = [logits]
         for (pk, pv), (k, v) in zip(past, new):
-            out += [torch.cat([pk, k], 1).transpose(1, 2), torch.cat([pv, v], 1).transpose(1, 2)]
+            out += [torch.cat([pk, k.transpose(1, 2)], 2), torch.cat([pv, v.transpose(1, 2)], 2)]
         return tuple(out)
 
 
@@ -117,7 +116,7 @@ def main():
     ids = torch.randint(0, cfg.vocab, (B, T))
     pos = torch.arange(P, P + T).expand(B, T).contiguous()
     bias = causal_bias(T, P).expand(B, 1, T, P + T).contiguous()
-    past = [torch.randn(B, P, KV, HD) for _ in range(2 * L)]
+    past = [torch.randn(B, KV, P, HD) for _ in range(2 * L)]
     ins = ["input_ids", "position_ids", "attention_bias"]
     outs = ["logits", "hidden", "hidden_shallow"]
     dyn = {"input_ids": {0: "batch", 1: "new"}, "position_ids": {0: "batch", 1: "new"},
@@ -126,7 +125,7 @@ def main():
     for i in range(L):
         for kv in ("key", "value"):
             ins.append(f"past_key_values.{i}.{kv}")
-            dyn[ins[-1]] = {0: "batch", 1: "past"}
+            dyn[ins[-1]] = {0: "batch", 2: "past"}
             outs.append(f"new_key_values.{i}.{kv}")
             dyn[outs[-1]] = {0: "batch", 1: "new"}
     export(SpecWrapper(model), (ids, pos, bias, *past), os.path.join(out, "onnx", "decoder_spec.onnx"), ins, outs, dyn)
@@ -161,7 +160,8 @@ def main():
         "specserve": {
             "speculative_onnx": "onnx/decoder_spec.onnx",
             "standard_onnx": "onnx/model.onnx",
-            "kv_layout": "[batch, tokens, kv_heads, head_dim]",
+            "kv_layout": "past [batch, kv_heads, past, head_dim], new [batch, tokens, kv_heads, head_dim]",
+            "past_layout": "head-major",
             "shallow_layers": cfg.shallow_layers,
             "trained_steps": ck["step"],
             "training_minutes": round(ck["elapsed"] / 60, 1),

@@ -15,7 +15,7 @@ starts at plain early exit (layer l -> final norm -> LM head) and only improves 
 Exports (MODEL_DIR/kangaroo/; the embedding / LM head is stored once, as external data embed.f32):
   draft.onnx    one drafting step for new tokens after a cached prefix:
                 input_ids [B,T], position_ids [B,T], attention_bias [B,1,T,P+T],
-                past_key_values.{0..l-1}.{key,value} [B,P,KV,hd], adapter_past.{key,value} [B,P,KV,hd]
+                past_key_values.{0..l-1}.{key,value} [B,KV,P,hd], adapter_past.{key,value} [B,KV,P,hd]
                 -> hidden_shallow [B,T,D], new_key_values.{0..l-1}.{key,value} [B,T,KV,hd],
                    adapter_new.{key,value} [B,T,KV,hd], top_ids [B,T] int64, top_probs [B,T]
   adapter.onnx  adapter K/V for committed rows whose shallow state the engine already has:
@@ -145,7 +145,7 @@ def export_all(m, adapter, l, out_dir):
     pos = torch.arange(P, P + T).expand(B, T).contiguous()
     bias = causal_bias(T, P).expand(B, 1, T, P + T).contiguous()
     bt = {0: "batch", 1: "new"}
-    bp = {0: "batch", 1: "past"}
+    bp = {0: "batch", 2: "past"}  # past K/V head-major (model.Attention)
     dyn_bias = {0: "batch", 2: "new", 3: "total"}
 
     # draft step
@@ -163,7 +163,7 @@ def export_all(m, adapter, l, out_dir):
         dyn[ins[-1]], dyn[outs[-1]] = bp, bt
     outs += ["top_ids", "top_probs"]
     dyn.update({"hidden_shallow": bt, "top_ids": bt, "top_probs": bt})
-    past = [torch.randn(B, P, KV, HD) for _ in range(2 * l + 2)]
+    past = [torch.randn(B, KV, P, HD) for _ in range(2 * l + 2)]
     path = os.path.join(out_dir, "draft.onnx")
     torch.onnx.export(DraftExport(m, adapter, l), (ids, pos, bias, *past), path, input_names=ins, output_names=outs,
                       dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
@@ -186,7 +186,7 @@ def export_all(m, adapter, l, out_dir):
             ins.append(f"past_key_values.{i}.{kv}")
             outs.append(f"new_key_values.{i}.{kv}")
             dyn[ins[-1]], dyn[outs[-1]] = bp, bt
-    past = [torch.randn(B, P, KV, HD) for _ in range(2 * (c.n_layers - l))]
+    past = [torch.randn(B, KV, P, HD) for _ in range(2 * (c.n_layers - l))]
     path = os.path.join(out_dir, "deep.onnx")
     torch.onnx.export(DeepExport(m, l), (torch.randn(B, T, D), pos, bias, *past), path, input_names=ins, output_names=outs,
                       dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)

@@ -8,8 +8,8 @@ The forward pass used for ONNX takes
   position_ids   [B, T]            int64
   attention_bias [B, 1, T, P+T]    float32, 0 = attend, large negative = blocked (any mask: causal,
                                    padding, tree)
-  past K and V   [B, P, KV, hd]    float32 per layer, token-major so that the first P rows of a
-                                   preallocated [capacity, KV, hd] buffer are a contiguous prefix
+  past K and V   [B, KV, P, hd]    float32 per layer, head-major: attention reads it in place
+                                   (see Attention.forward)
 and returns
   logits         [B, T, V]
   hidden         [B, T, D]         after the final norm (Medusa / Hydra / Chimera input)
@@ -72,7 +72,13 @@ class Attention(nn.Module):
         self.wo = nn.Linear(self.h * self.hd, c.d_model, bias=False)
 
     def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
-        """x [B,T,D]; cos/sin [B,T,1,hd]; bias [B,1,T,S] additive; past [B,P,KV,hd]."""
+        """x [B,T,D]; cos/sin [B,T,1,hd]; bias [B,1,T,S] additive; past [B,KV,P,hd] (head-major).
+
+        The past is never copied: scores against it and against the new keys are computed apart
+        and joined (a [.., g*T, P+T] tensor, small), and the weighted sum is split the same way.
+        A graph that concatenated past and new K/V would copy the whole past of every layer at
+        every step (at 16 streams x 200 tokens that was ~20% of a decode step). Returns the new
+        K/V token-major [B,T,KV,hd], as the paged cache stores them."""
         B, T, _ = x.shape
         g = self.h // self.kv
         q = self.wq(x).view(B, T, self.h, self.hd)
@@ -80,21 +86,25 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, self.kv, self.hd)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        new_k, new_v = k, v
-        if past_k is not None:
-            k = torch.cat([past_k, k], dim=1)
-            v = torch.cat([past_v, v], dim=1)
-        S = k.shape[1]
         # group the query heads that share one kv head: [B, KV, g*T, hd]
         qg = q.view(B, T, self.kv, g, self.hd).permute(0, 2, 3, 1, 4).reshape(B, self.kv, g * T, self.hd)
-        kt = k.permute(0, 2, 3, 1)                                   # [B, KV, hd, S]
-        vt = v.permute(0, 2, 1, 3)                                   # [B, KV, S, hd]
-        att = torch.matmul(qg, kt) * (1.0 / math.sqrt(self.hd))      # [B, KV, g*T, S]
-        att = att.view(B, self.kv, g, T, S) + bias.unsqueeze(1)      # bias [B,1,1,T,S]
+        kn = k.permute(0, 2, 1, 3)                                   # [B, KV, T, hd]
+        vn = v.permute(0, 2, 1, 3)
+        scale = 1.0 / math.sqrt(self.hd)
+        att = torch.matmul(qg, kn.transpose(-1, -2))                 # [B, KV, g*T, T]
+        P = 0
+        if past_k is not None:
+            P = past_k.shape[2]
+            att = torch.cat([torch.matmul(qg, past_k.transpose(-1, -2)), att], dim=-1)
+        S = P + T
+        att = (att * scale).view(B, self.kv, g, T, S) + bias.unsqueeze(1)  # bias [B,1,1,T,S]
         att = torch.softmax(att, dim=-1).view(B, self.kv, g * T, S)
-        y = torch.matmul(att, vt)                                    # [B, KV, g*T, hd]
+        if past_k is None:
+            y = torch.matmul(att, vn)                                # [B, KV, g*T, hd]
+        else:
+            y = torch.matmul(att[..., :P], past_v) + torch.matmul(att[..., P:], vn)
         y = y.view(B, self.kv, g, T, self.hd).permute(0, 3, 1, 2, 4).reshape(B, T, self.h * self.hd)
-        return self.wo(y), new_k, new_v
+        return self.wo(y), k, v
 
 
 class MLP(nn.Module):

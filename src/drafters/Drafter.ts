@@ -55,11 +55,12 @@ export interface DraftContext {
    */
   history?: { from: number; rows: Float32Array };
   /**
-   * Copies the committed K/V of target layers [0, layers) for rows [0, length) into the given
-   * per-layer buffers ([capacity, kvHeads, headDim], token-major), returning length. Set when
-   * `needs.pastLayers` is declared.
+   * Copies the committed K/V of target layers [0, layers) into the given per-layer buffers, laid
+   * out head-major as the graphs take their past ([kvHeads, past, headDim]), returning the
+   * committed length. Rows [from, length) are copied; with a quantized cache, whose old rows
+   * change at commit, every row. Set when `needs.pastLayers` is declared.
    */
-  readPast?: (keys: Float32Array[], values: Float32Array[]) => number;
+  readPast?: (keys: Float32Array[], values: Float32Array[], from: number, past: number) => number;
 }
 
 export interface DrafterNeeds {

@@ -17,7 +17,8 @@ export interface ModelConfig {
   /** 'speculative': this project's layout (tree mask, hidden states, new-rows-only K/V).
    *  'optimum': Hugging Face Optimum decoder layout (2-D mask, causal in graph, full present). */
   layout: 'speculative' | 'optimum';
-  /** Optimum layouts keep K/V as [B, KV, S, hd]; ours as [B, S, KV, hd]. */
+  /** Layers before the `hidden_shallow` output (Kangaroo's exit layer). Both layouts take past K/V
+   *  head-major, [B, KV, P, hd]; the speculative one outputs only the new rows, [B, T, KV, hd]. */
   shallowLayers?: number;
 }
 
@@ -39,6 +40,9 @@ export function loadModelConfig(dir: string, id?: string): ModelConfig {
   let onnxPath: string;
   let layout: ModelConfig['layout'];
   if (specPath && existsSync(specPath)) {
+    // the first exports took a token-major past ([B, P, KV, hd]), which the graph copied every step
+    if (spec.past_layout !== 'head-major')
+      throw new Error(`model folder ${abs}: ${spec.speculative_onnx} takes a token-major past; re-export it with models/tooling/export.py (and kangaroo.py)`);
     onnxPath = specPath;
     layout = 'speculative';
   } else if (existsSync(stdPath)) {

@@ -22,7 +22,7 @@ export interface ForwardInput {
   attentionBias?: Float32Array;
   /** [batch, past + newTokens] 1/0 padding mask. Optimum layout only. */
   attentionMask?: BigInt64Array;
-  /** Per layer: [batch, past, kvHeads, headDim] (speculative) or [batch, kvHeads, past, headDim] (optimum). */
+  /** Per layer: [batch, kvHeads, past, headDim] (both layouts). */
   pastKeys: Float32Array[];
   pastValues: Float32Array[];
 }
@@ -45,7 +45,7 @@ export interface ForwardOutput {
 export interface DeepInput extends Omit<ForwardInput, 'inputIds' | 'attentionMask'> {
   /** [batch, newTokens, hidden] */
   hidden: Float32Array;
-  /** Per layer >= fromLayer (index 0 = layer fromLayer): [batch, past, kvHeads, headDim]. */
+  /** Per layer >= fromLayer (index 0 = layer fromLayer): [batch, kvHeads, past, headDim]. */
   pastKeys: Float32Array[];
   pastValues: Float32Array[];
 }
@@ -127,8 +127,8 @@ export class Runner {
       attention_bias: new ort.Tensor('float32', x.attentionBias!, [B, 1, T, P + T]),
     };
     for (let l = from; l < numLayers; l++) {
-      feeds[`past_key_values.${l}.key`] = new ort.Tensor('float32', x.pastKeys[l - from], [B, P, KV, HD]);
-      feeds[`past_key_values.${l}.value`] = new ort.Tensor('float32', x.pastValues[l - from], [B, P, KV, HD]);
+      feeds[`past_key_values.${l}.key`] = new ort.Tensor('float32', x.pastKeys[l - from], [B, KV, P, HD]);
+      feeds[`past_key_values.${l}.value`] = new ort.Tensor('float32', x.pastValues[l - from], [B, KV, P, HD]);
     }
     const out = await this.deep.session.run(feeds);
     const keys: Float32Array[] = [];
@@ -150,7 +150,7 @@ export class Runner {
     const spec = this.layout === 'speculative';
     if (spec) feeds.attention_bias = new ort.Tensor('float32', x.attentionBias!, [B, 1, T, P + T]);
     else feeds.attention_mask = new ort.Tensor('int64', x.attentionMask!, [B, P + T]);
-    const pastDims = spec ? [B, P, KV, HD] : [B, KV, P, HD];
+    const pastDims = [B, KV, P, HD];
     for (let l = 0; l < numLayers; l++) {
       feeds[`past_key_values.${l}.key`] = new ort.Tensor('float32', x.pastKeys[l], pastDims);
       feeds[`past_key_values.${l}.value`] = new ort.Tensor('float32', x.pastValues[l], pastDims);

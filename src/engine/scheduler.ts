@@ -370,7 +370,14 @@ export class Scheduler {
       s.history = [];
     }
     const layers = d.needs.pastLayers;
-    if (layers) ctx.readPast = (keys, values) => this.kv.gatherLayers(s.req.id, 0, layers, keys, values, 0, 0);
+    if (layers)
+      ctx.readPast = (keys, values, from, past) => {
+        const len = this.kv.length(s.req.id);
+        if (len > past) return -1;
+        if (!this.kv.rowsStable) return this.kv.gatherLayers(s.req.id, 0, layers, keys, values, 0, past);
+        this.kv.gatherRange(s.req.id, 0, layers, from, len, keys, values, 0, past);
+        return len;
+      };
     return ctx;
   }
 
@@ -507,7 +514,7 @@ export class Scheduler {
       pastKeys.push(this.buf(`k${l}`, P * numKvHeads * headDim));
       pastValues.push(this.buf(`v${l}`, P * numKvHeads * headDim));
     }
-    this.kv.gather(r.seq.req.id, pastKeys, pastValues, 0, P, true);
+    this.kv.gather(r.seq.req.id, pastKeys, pastValues, 0, P);
     return {
       batch: 1,
       newTokens: T,

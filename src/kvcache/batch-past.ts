@@ -1,11 +1,12 @@
 // The past K/V input of one kind of batched forward, kept between steps.
 //
-// The ONNX contract takes each layer's past as one dense [batch, past, kvHeads, headDim] tensor, so
+// The ONNX contract takes each layer's past as one dense [batch, kvHeads, past, headDim] tensor, so
 // a step's input is a copy of every row of every sequence in the batch. Built afresh each step,
 // that copy grows with batch x context: at 16 sequences of ~150 tokens it was a sixth of a decode
 // step on 2 CPU cores. Decode batches change little from one step to the next (the same sequences,
 // each a few rows longer), so this view keeps the dense buffer and copies only what changed:
-//   - each sequence keeps its batch slot while it stays in the batch; a sequence that leaves is
+//   - each sequence keeps its batch slot (one [kvHeads, stride, headDim] block) while it stays in
+//     the batch; a sequence that leaves is
 //     replaced by the last slot's (one move), newcomers take the free slots;
 //   - a slot is brought up to date by copying the rows committed since it was last synced;
 //   - the past dimension (the slot stride) is the longest sequence rounded up to a multiple of
@@ -16,7 +17,7 @@
 import type { PagedKvCache } from './paged.ts';
 
 /** The stride is the longest sequence rounded up to a multiple of this (every padded row costs
- *  the forward a little: onnxruntime copies and attends over the whole past). */
+ *  the forward a little: onnxruntime attends over the whole past). */
 const ROUND = 16;
 /** The stride is rebuilt smaller when it exceeds the longest sequence by more than this. */
 const SHRINK = 4 * ROUND;
@@ -33,7 +34,7 @@ export interface BatchPastView {
   order: number[];
   /** The past dimension of the tensors (>= every sequence's length). */
   stride: number;
-  /** Per layer [batch, stride, rowWidth]. */
+  /** Per layer [batch, kvHeads, stride, headDim]. */
   keys: Float32Array[];
   values: Float32Array[];
   /** Rows copied to bring the view up to date this step (for tests and profiling). */
@@ -47,6 +48,8 @@ export class BatchPast {
   private keys: Float32Array[] = [];
   private values: Float32Array[] = [];
   private readonly W: number;
+  private readonly H: number;
+  private readonly D: number;
   private readonly layers: number;
 
   /** A view of target layers [layerFrom, layerTo). */
@@ -57,6 +60,8 @@ export class BatchPast {
   ) {
     if (!kv.rowsStable) throw new Error('BatchPast needs a cache whose committed rows never change (fp32)');
     this.W = kv.rowWidth;
+    this.H = kv.shape.kvHeads;
+    this.D = kv.shape.headDim;
     this.layers = layerTo - layerFrom;
   }
 
@@ -87,11 +92,14 @@ export class BatchPast {
       const m = moving.shift();
       if (m) {
         // a sequence from beyond the new batch size moves into this hole with the rows it has
-        const { from } = m;
-        for (let l = 0; l < this.layers; l++) {
-          this.keys[l].copyWithin(at * slotRows, from * slotRows, from * slotRows + m.slot.valid * this.W);
-          this.values[l].copyWithin(at * slotRows, from * slotRows, from * slotRows + m.slot.valid * this.W);
-        }
+        const n = m.slot.valid * this.D;
+        for (let l = 0; l < this.layers; l++)
+          for (let h = 0; h < this.H; h++) {
+            const src = m.from * slotRows + h * this.stride * this.D;
+            const dst = at * slotRows + h * this.stride * this.D;
+            this.keys[l].copyWithin(dst, src, src + n);
+            this.values[l].copyWithin(dst, src, src + n);
+          }
         placed[at] = m.slot;
       } else {
         const id = fresh.shift()!;
@@ -105,7 +113,7 @@ export class BatchPast {
       const s = this.slots[at];
       const len = lens[want.get(s.id)!];
       if (s.valid < len) {
-        this.kv.gatherRange(s.id, this.layerFrom, this.layerTo, s.valid, len, this.keys, this.values, at * slotRows + s.valid * this.W);
+        this.kv.gatherRange(s.id, this.layerFrom, this.layerTo, s.valid, len, this.keys, this.values, at, this.stride);
         copied += len - s.valid;
         s.valid = len;
       }
@@ -131,13 +139,20 @@ export class BatchPast {
 
   /** New buffers of `capacity` slots of `stride` rows; the slots held move over with their rows. */
   private relayout(stride: number, capacity: number): void {
-    const from = this.stride * this.W;
-    const to = stride * this.W;
+    const from = this.stride;
+    const to = stride;
+    const { H, D } = this;
     // a slot longer than the new stride (a sequence that left the batch) is not carried over
     this.slots = this.slots.map((s) => (s.valid <= stride ? s : { ...s, gen: -1, valid: 0 }));
     const move = (old: Float32Array | undefined) => {
-      const a = new Float32Array(capacity * to);
-      if (old) this.slots.forEach((s, at) => a.set(old.subarray(at * from, at * from + s.valid * this.W), at * to));
+      const a = new Float32Array(capacity * H * to * D);
+      if (old)
+        this.slots.forEach((s, at) => {
+          for (let h = 0; h < H; h++) {
+            const src = (at * H + h) * from * D;
+            a.set(old.subarray(src, src + s.valid * D), (at * H + h) * to * D);
+          }
+        });
       return a;
     };
     this.keys = Array.from({ length: this.layers }, (_, l) => move(this.keys[l]));

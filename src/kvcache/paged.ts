@@ -4,8 +4,9 @@
 // to keep, so no unverified row can reach a quantized tier. Rollback is a length change that frees
 // whole blocks.
 //
-// Row layout in a block, per layer and K/V: [blockSize, kvHeads * headDim], token-major, matching
-// the speculative ONNX layout [batch, past, kvHeads, headDim].
+// Row layout in a block, per layer and K/V: [blockSize, kvHeads * headDim], token-major, as the
+// ONNX graphs output new rows ([batch, tokens, kvHeads, headDim]); reads for a forward go to the
+// graphs' head-major past ([batch, kvHeads, past, headDim]), see `gatherLayers`.
 //
 // SAQ (staircase adaptive quantization, methods.md §7.2 on KIVI's scheme): the newest `window`
 // tokens stay fp32. Whenever the fp32 region holds window + step tokens, its oldest `step` tokens
@@ -148,6 +149,8 @@ export class PagedKvCache {
   private readonly blockBytes: number;
   /** [layers, 2, blockSize, rowWidth] per allocated block */
   private readonly pool: Float32Array[] = [];
+  /** Token-major rows of one stair, dequantized on their way to a head-major past. */
+  private scratch = new Float32Array(0);
   private readonly free: number[] = [];
   private readonly seqs = new Map<number, SeqEntry>();
   private quantBytesInUse = 0;
@@ -380,29 +383,10 @@ export class PagedKvCache {
     return { tokensByTier, bytesByTier, tokens: e.length, bytes, peakBytes: e.peakBytes };
   }
 
-  /** Copies a sequence's rows (dequantizing stairs) into a batch buffer laid out
-   *  [batch, past, rowWidth] at `row`, or, with `headMajor`, [batch, kvHeads, past, headDim]. */
-  gather(seqId: number, outKeys: Float32Array[], outValues: Float32Array[], row: number, past: number, headMajor = false): void {
-    const e = this.seqs.get(seqId);
-    if (!e) return;
-    const W = this.rowWidth;
-    if (!headMajor) {
-      for (let l = 0; l < this.shape.layers; l++) this.gatherLayer(e, l, outKeys[l], outValues[l], row * past * W);
-      return;
-    }
-    // head-major (Optimum layout): through a token-major scratch copy of this sequence's layer
-    const tk = new Float32Array(e.length * W);
-    const tv = new Float32Array(e.length * W);
-    const { kvHeads: H, headDim: D } = this.shape;
-    for (let l = 0; l < this.shape.layers; l++) {
-      this.gatherLayer(e, l, tk, tv, 0);
-      for (let pos = 0; pos < e.length; pos++)
-        for (let h = 0; h < H; h++) {
-          const dst = ((row * H + h) * past + pos) * D;
-          outKeys[l].set(tk.subarray(pos * W + h * D, pos * W + (h + 1) * D), dst);
-          outValues[l].set(tv.subarray(pos * W + h * D, pos * W + (h + 1) * D), dst);
-        }
-    }
+  /** Copies a sequence's rows (dequantizing stairs) of every layer into a dense past at batch row
+   *  `row` (head-major, see `gatherLayers`). */
+  gather(seqId: number, outKeys: Float32Array[], outValues: Float32Array[], row: number, past: number): void {
+    this.gatherLayers(seqId, 0, this.shape.layers, outKeys, outValues, row, past);
   }
 
   /** Identity of a sequence's committed rows, 0 when it holds none. While it stays the same, rows
@@ -418,56 +402,68 @@ export class PagedKvCache {
     return this.saq === null;
   }
 
-  /** Copies rows [from, to) of target layers [layerFrom, layerTo) token-major into out[i] (layer
-   *  layerFrom + i), row `from` landing at `dst`. fp32 caches only (`rowsStable`). */
-  gatherRange(seqId: number, layerFrom: number, layerTo: number, from: number, to: number, outKeys: Float32Array[], outValues: Float32Array[], dst: number): void {
+  /** Copies rows [from, to) of target layers [layerFrom, layerTo) into out[i] (layer layerFrom +
+   *  i), a dense past laid out head-major like `gatherLayers`, at batch row `row` with past
+   *  dimension `past` (row `pos` lands at position `pos`). fp32 caches only (`rowsStable`). */
+  gatherRange(seqId: number, layerFrom: number, layerTo: number, from: number, to: number, outKeys: Float32Array[], outValues: Float32Array[], row: number, past: number): void {
     const e = this.seqs.get(seqId);
     if (!e || from >= to) return;
     if (!this.rowsStable) throw new Error('gatherRange needs an fp32 cache');
     if (to > e.length) throw new Error(`gatherRange to ${to} beyond length ${e.length}`);
-    const W = this.rowWidth;
     const bs = this.blockSize;
+    const base = row * this.shape.kvHeads * past * this.shape.headDim;
     for (let pos = from; pos < to; ) {
       const inBlock = pos % bs;
       const n = Math.min(bs - inBlock, to - pos);
       const block = this.pool[e.blocks[(pos / bs) | 0]];
-      const at = dst + (pos - from) * W;
       for (let l = layerFrom; l < layerTo; l++) {
-        outKeys[l - layerFrom].set(block.subarray(this.off(l, 0, inBlock), this.off(l, 0, inBlock + n)), at);
-        outValues[l - layerFrom].set(block.subarray(this.off(l, 1, inBlock), this.off(l, 1, inBlock + n)), at);
+        this.toHeadMajor(block, this.off(l, 0, inBlock), n, outKeys[l - layerFrom], base, past, pos);
+        this.toHeadMajor(block, this.off(l, 1, inBlock), n, outValues[l - layerFrom], base, past, pos);
       }
       pos += n;
     }
   }
 
-  /** Token-major gather of target layers [from, to) only: out[i] receives layer from + i, laid out
-   *  [batch, past, rowWidth] at `row`. Returns the sequence's length. */
+  /** Copies all rows of target layers [from, to) (dequantizing stairs) into out[i] (layer from +
+   *  i), a dense past laid out head-major as the ONNX graphs take it, [batch, kvHeads, past,
+   *  headDim], at batch row `row`: row `pos` of head h is at ((row * kvHeads + h) * past + pos) *
+   *  headDim. Returns the sequence's length. */
   gatherLayers(seqId: number, from: number, to: number, outKeys: Float32Array[], outValues: Float32Array[], row: number, past: number): number {
     const e = this.seqs.get(seqId);
     if (!e) return 0;
-    for (let l = from; l < to; l++) this.gatherLayer(e, l, outKeys[l - from], outValues[l - from], row * past * this.rowWidth);
+    if (e.length > past) throw new Error(`gather of ${e.length} rows into a past of ${past}`);
+    const base = row * this.shape.kvHeads * past * this.shape.headDim;
+    for (let l = from; l < to; l++) this.gatherLayer(e, l, outKeys[l - from], outValues[l - from], base, past);
     return e.length;
   }
 
-  /** Layer `l` of a sequence, token-major [length, rowWidth], written at `dst`. */
-  private gatherLayer(e: SeqEntry, l: number, outK: Float32Array, outV: Float32Array, dst: number): void {
+  /** Layer `l` of a sequence into a head-major dense past whose batch row starts at `base`. */
+  private gatherLayer(e: SeqEntry, l: number, outK: Float32Array, outV: Float32Array, base: number, past: number): void {
     const W = this.rowWidth;
     const bs = this.blockSize;
     const fp = e.length - e.quantized;
     let pos = 0;
     for (const s of e.segments) {
-      dequantize(s.keys[l], outK, dst + pos * W);
-      dequantize(s.values[l], outV, dst + pos * W);
+      // stairs dequantize token-major into a scratch, then go to their heads
+      if (this.scratch.length < s.tokens * W) this.scratch = new Float32Array(s.tokens * W);
+      dequantize(s.keys[l], this.scratch, 0);
+      this.toHeadMajor(this.scratch, 0, s.tokens, outK, base, past, pos);
+      dequantize(s.values[l], this.scratch, 0);
+      this.toHeadMajor(this.scratch, 0, s.tokens, outV, base, past, pos);
       pos += s.tokens;
     }
     for (let b = 0; b < e.blocks.length; b++) {
       const n = Math.min(bs, fp - b * bs);
       if (n <= 0) break;
       const block = this.pool[e.blocks[b]];
-      outK.set(block.subarray(this.off(l, 0, 0), this.off(l, 0, n)), dst + pos * W);
-      outV.set(block.subarray(this.off(l, 1, 0), this.off(l, 1, n)), dst + pos * W);
+      this.toHeadMajor(block, this.off(l, 0, 0), n, outK, base, past, pos);
+      this.toHeadMajor(block, this.off(l, 1, 0), n, outV, base, past, pos);
       pos += n;
     }
+  }
+
+  private toHeadMajor(src: Float32Array, at: number, n: number, out: Float32Array, base: number, past: number, pos: number): void {
+    copyToHeadMajor(src, at, n, out, base, past, pos, this.shape.kvHeads, this.shape.headDim);
   }
 
   stats(): KvStats {
@@ -490,6 +486,25 @@ export class PagedKvCache {
       sequences: this.seqs.size,
     };
   }
+}
+
+/** Copies `n` token-major rows ([n, kvHeads * headDim], as the graphs output new K/V) at src[at]
+ *  to positions pos.. of each head of a head-major past ([kvHeads, past, headDim], as the graphs
+ *  take it) whose batch row starts at out[base]. */
+export function copyToHeadMajor(src: Float32Array, at: number, n: number, out: Float32Array, base: number, past: number, pos: number, kvHeads: number, headDim: number): void {
+  const W = kvHeads * headDim;
+  for (let h = 0; h < kvHeads; h++) {
+    let o = base + (h * past + pos) * headDim;
+    let i = at + h * headDim;
+    for (let r = 0; r < n; r++, o += headDim, i += W) out.set(src.subarray(i, i + headDim), o);
+  }
+}
+
+/** `n` token-major rows as a head-major past of exactly `n` rows (tools and tests). */
+export function headMajor(rows: Float32Array, n: number, kvHeads: number, headDim: number): Float32Array {
+  const out = new Float32Array(n * kvHeads * headDim);
+  copyToHeadMajor(rows, 0, n, out, 0, n, 0, kvHeads, headDim);
+  return out;
 }
 
 /** A stair's tokens: 'q8' when every layer's keys and values hold 8 bits, 'q5-8' when widths

@@ -51,10 +51,14 @@ test('the kept batch past always equals a fresh gather of every row, in the orde
           v.order.forEach((i, b) => kv.gatherLayers(op.seqs[i], from, shape.layers, refK, refV, b, P));
           for (let l = 0; l < L; l++) {
             assert.equal(v.keys[l].length, op.seqs.length * P * W);
+            // head-major: each head of batch row b holds the sequence's rows at positions [0, len)
             v.order.forEach((i, b) => {
-              const n = lens[i] * W;
-              assert.deepEqual(v.keys[l].subarray(b * P * W, b * P * W + n), refK[l].subarray(b * P * W, b * P * W + n));
-              assert.deepEqual(v.values[l].subarray(b * P * W, b * P * W + n), refV[l].subarray(b * P * W, b * P * W + n));
+              for (let h = 0; h < shape.kvHeads; h++) {
+                const at = (b * shape.kvHeads + h) * P * shape.headDim;
+                const n = lens[i] * shape.headDim;
+                assert.deepEqual(v.keys[l].subarray(at, at + n), refK[l].subarray(at, at + n));
+                assert.deepEqual(v.values[l].subarray(at, at + n), refV[l].subarray(at, at + n));
+              }
             });
           }
         }

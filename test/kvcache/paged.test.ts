@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { PagedKvCache } from '../../src/kvcache/paged.ts';
+import { tokenMajor } from '../helpers/kv.ts';
 
 const shape = { layers: 2, kvHeads: 2, headDim: 3 };
 const W = shape.kvHeads * shape.headDim;
@@ -61,9 +62,10 @@ test('random interleavings: contents match a reference, no block ever leaks', ()
         const outK = Array.from({ length: shape.layers }, () => new Float32Array(2 * P * W));
         const outV = Array.from({ length: shape.layers }, () => new Float32Array(2 * P * W));
         kv.gather(s, outK, outV, 1, P);
-        for (let t = 0; t < P; t++)
-          for (let l = 0; l < shape.layers; l++)
-            assert.deepEqual(Array.from(outK[l].subarray((P + t) * W, (P + t + 1) * W)), list[t].slice(l * W, (l + 1) * W));
+        for (let l = 0; l < shape.layers; l++) {
+          const got = tokenMajor(outK[l], shape.kvHeads, P, shape.headDim, 1);
+          for (let t = 0; t < P; t++) assert.deepEqual(Array.from(got.subarray(t * W, (t + 1) * W)), list[t].slice(l * W, (l + 1) * W));
+        }
       }
       for (const s of [...ref.keys()]) kv.release(s);
       assert.equal(kv.freeBlocks(), kv.numBlocks);
@@ -72,18 +74,29 @@ test('random interleavings: contents match a reference, no block ever leaks', ()
   );
 });
 
-test('head-major gather matches token-major gather', () => {
+test('gathers write the head-major past: every head of a row at (row * kvHeads + h) * past + t', () => {
   const kv = new PagedKvCache(shape, 1 << 20, 4);
   const src = rows(3, 10);
   kv.append(1, src, src, [...Array(10).keys()]);
-  const P = 10;
-  const tok = Array.from({ length: 2 }, () => new Float32Array(P * W));
-  const head = Array.from({ length: 2 }, () => new Float32Array(P * W));
-  kv.gather(1, tok, tok.map((a) => a.slice()), 0, P);
-  kv.gather(1, head, head.map((a) => a.slice()), 0, P, true);
-  for (let t = 0; t < P; t++)
-    for (let h = 0; h < shape.kvHeads; h++)
-      for (let d = 0; d < shape.headDim; d++) assert.equal(head[0][(h * P + t) * shape.headDim + d], tok[0][t * W + h * shape.headDim + d]);
+  const P = 12; // a longer past than the sequence: rows 10 and 11 stay untouched
+  const all = Array.from({ length: 2 }, () => new Float32Array(2 * P * W).fill(-1));
+  kv.gather(1, all, all.map((a) => a.slice()), 1, P);
+  for (let l = 0; l < 2; l++)
+    for (let t = 0; t < P; t++)
+      for (let h = 0; h < shape.kvHeads; h++)
+        for (let d = 0; d < shape.headDim; d++) {
+          const got = all[l][((1 * shape.kvHeads + h) * P + t) * shape.headDim + d];
+          assert.equal(got, t < 10 ? src[l][t * W + h * shape.headDim + d] : -1, `layer ${l} row ${t} head ${h} dim ${d}`);
+        }
+  assert.ok(all[0].subarray(0, P * W).every((x) => x === -1), 'batch row 0 untouched');
+  // a range of rows lands where the full gather puts it, and nothing else is written
+  const part = Array.from({ length: 1 }, () => new Float32Array(2 * P * W).fill(-1));
+  kv.gatherRange(1, 1, 2, 3, 7, part, part.map((a) => a.slice()), 1, P);
+  for (let i = 0; i < 2 * P * W; i++) {
+    const t = Math.floor(i / shape.headDim) % P;
+    const inRow1 = i >= P * W;
+    assert.equal(part[0][i], inRow1 && t >= 3 && t < 7 ? all[1][i] : -1, `index ${i}`);
+  }
 });
 
 test('rollback frees whole blocks and the budget is in bytes', () => {

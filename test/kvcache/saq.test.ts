@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { describeSaq, PagedKvCache, SAQ_DEFAULTS, type SaqOptions } from '../../src/kvcache/paged.ts';
 import { dequantize, dequantizeReference, floatToHalf, halfToFloat, quantBytes, quantize, requantize, statistics } from '../../src/kvcache/quant.ts';
+import { tokenMajor } from '../helpers/kv.ts';
 
 test('quantize/dequantize: every element within scale/2, per tier and mode', () => {
   fc.assert(
@@ -175,10 +176,12 @@ test('staircase: the fp32 window stays exact, stairs fall in bits with age, byte
   const st = kv.stats();
   assert.ok(st.bytesByTier.q2 > 0 && st.bytesByTier.q4 > 0 && st.bytesByTier.q8 > 0, JSON.stringify(st.bytesByTier));
   assert.ok(st.bytesInUse < fp.stats().bytesInUse * 0.35, `SAQ ${st.bytesInUse} vs fp32 ${fp.stats().bytesInUse}`);
-  const outQ = [new Float32Array(L * W), new Float32Array(L * W)];
-  const outF = [new Float32Array(L * W), new Float32Array(L * W)];
+  const outQ: Float32Array[] = [new Float32Array(L * W), new Float32Array(L * W)];
+  const outF: Float32Array[] = [new Float32Array(L * W), new Float32Array(L * W)];
   kv.gather(1, outQ, outQ.map((a) => a.slice()), 0, L);
   fp.gather(1, outF, outF.map((a) => a.slice()), 0, L);
+  outQ[0] = tokenMajor(outQ[0], shape.kvHeads, L, shape.headDim);
+  outF[0] = tokenMajor(outF[0], shape.kvHeads, L, shape.headDim);
   // the newest `window` tokens are bit-exact; older ones are close and get coarser with age
   const errAt = (from: number, to: number) => {
     let m = 0;
@@ -235,6 +238,7 @@ test('per-layer stairs: each layer and K/V takes its own widths by age; bytes an
   const outK = [new Float32Array(L * W), new Float32Array(L * W)];
   const outV = [new Float32Array(L * W), new Float32Array(L * W)];
   kv.gather(1, outK, outV, 0, L);
+  for (const out of [outK, outV]) out.forEach((a, l) => (out[l] = tokenMajor(a, shape.kvHeads, L, shape.headDim)));
   for (let age = 0; age < 4; age++) {
     const t0 = (3 - age) * 32;
     for (let l = 0; l < shape.layers; l++)

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import ort from 'onnxruntime-node';
 import { loadKangarooManifest } from '../../src/drafters/kangaroo/index.ts';
+import { headMajor } from '../../src/kvcache/paged.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 
 const NEG = -1e9;
@@ -41,7 +42,8 @@ test('draft (shallow layers) + deep graphs reproduce the full target', async () 
   const P = 6; // cached prefix, then T new tokens
   const T = ids.length - P;
   const i64 = (a: number[]) => BigInt64Array.from(a, BigInt);
-  const kvT = (data: Float32Array, n: number) => new ort.Tensor('float32', data, [1, n, KV, HD]);
+  // the graphs output new K/V token-major and take their past head-major
+  const kvT = (data: Float32Array, n: number) => new ort.Tensor('float32', headMajor(data, n, KV, HD), [1, KV, n, HD]);
   const empty = new Float32Array(0);
 
   // the full target over the whole sequence at once

@@ -7,7 +7,10 @@
 // twice. Chains of top-1 picks are verified with the deterministic rule: lossless.
 //
 // Caches: the shallow layers' K/V for committed rows are the target's own (read from the engine's
-// KV cache); the adapter keeps its own one-layer K/V per sequence. After verification the adapter
+// KV cache, only the rows the drafter did not compute itself); the adapter keeps its own one-layer
+// K/V per sequence. Both are held head-major as the graph takes its past, [1, kvHeads, stride,
+// headDim], with a stride that grows in steps: rows beyond the current length are masked by the
+// attention bias, so a call never copies the past to fit it. After verification the adapter
 // keeps the rows of root + accepted drafts (the committed ones); since every draft call also runs
 // the last draft through the adapter, the "all accepted" case needs nothing extra. Committed rows
 // the drafter did not compute (the prompt, steps decoded without drafting) arrive as shallow
@@ -16,7 +19,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { chain, DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
+import { copyToHeadMajor } from '../../kvcache/paged.ts';
 import { headSession } from '../medusa/index.ts';
+
+/** Additive attention bias of a masked position (as the engine's). */
+const NEG = -1e9;
 
 /** Confidence below which drafting stops (the token is still proposed). Defaults to `0.6`
  *  (the reference README's η). */
@@ -52,10 +59,17 @@ export function kangarooDeepGraph(modelDir: string): { file: string; fromLayer: 
 }
 
 interface SeqState {
-  /** Adapter K/V rows [capacity, W]; rows [0, len) are committed. */
+  /** Past dimension of every buffer below. */
+  stride: number;
+  /** Adapter K/V [kvHeads, stride, headDim]; rows [0, len) are committed. */
   k: Float32Array;
   v: Float32Array;
   len: number;
+  /** Shallow layers' K/V per layer [kvHeads, stride, headDim]; rows [0, shallowValid) hold the
+   *  committed rows (read from the engine's cache or computed here for root + accepted drafts). */
+  sk: Float32Array[];
+  sv: Float32Array[];
+  shallowValid: number;
   /** Shallow states of committed rows at positions >= len, oldest first, waiting for adapter K/V. */
   backlog: Float32Array[];
   backlogFrom: number;
@@ -68,8 +82,8 @@ export class KangarooDrafter implements Drafter {
   readonly needs;
   private readonly seqs = new Map<number, SeqState>();
   private readonly W: number;
-  private shallowK: Float32Array[] = [];
-  private shallowV: Float32Array[] = [];
+  private readonly H: number;
+  private readonly D: number;
   readonly threshold: number;
   readonly maxSteps: number;
 
@@ -80,6 +94,8 @@ export class KangarooDrafter implements Drafter {
     private readonly context: number,
   ) {
     this.W = manifest.kv_heads * manifest.head_dim;
+    this.H = manifest.kv_heads;
+    this.D = manifest.head_dim;
     this.threshold = Number(process.env.SPECSERVE_KANGAROO_THRESHOLD ?? '') || (manifest.threshold ?? KANGAROO_THRESHOLD);
     this.maxSteps = manifest.max_steps ?? KANGAROO_MAX_STEPS;
     this.needs = { hidden: false, history: 'shallow', pastLayers: manifest.exit_layer, treeMask: true } as const;
@@ -102,21 +118,39 @@ export class KangarooDrafter implements Drafter {
   private state(seqId: number): SeqState {
     let st = this.seqs.get(seqId);
     if (!st) {
-      st = { k: new Float32Array(0), v: new Float32Array(0), len: 0, backlog: [], backlogFrom: 0, pending: 0 };
+      const l = this.manifest.exit_layer;
+      const none = () => new Float32Array(0);
+      st = {
+        stride: 0, k: none(), v: none(), len: 0,
+        sk: Array.from({ length: l }, none), sv: Array.from({ length: l }, none), shallowValid: 0,
+        backlog: [], backlogFrom: 0, pending: 0,
+      };
       this.seqs.set(seqId, st);
     }
     return st;
   }
 
+  /** Grows every buffer of a sequence to a stride of at least `rows` (a quarter more, in steps
+   *  of 64 rows), moving each head's rows. */
   private reserve(st: SeqState, rows: number): void {
-    if (st.k.length >= rows * this.W) return;
-    const cap = Math.min(Math.max(rows, 2 * st.k.length / this.W, 64), this.context + this.maxSteps + 2);
-    const k = new Float32Array(Math.max(cap, rows) * this.W);
-    const v = new Float32Array(k.length);
-    k.set(st.k);
-    v.set(st.v);
-    st.k = k;
-    st.v = v;
+    if (st.stride >= rows) return;
+    const stride = Math.max(rows, Math.min(Math.ceil((rows * 1.25) / 64) * 64, this.context + this.maxSteps + 2));
+    const { H, D } = this;
+    const move = (old: Float32Array) => {
+      const a = new Float32Array(H * stride * D);
+      for (let h = 0; h < H && st.stride > 0; h++) a.set(old.subarray(h * st.stride * D, (h + 1) * st.stride * D), h * stride * D);
+      return a;
+    };
+    st.k = move(st.k);
+    st.v = move(st.v);
+    st.sk = st.sk.map(move);
+    st.sv = st.sv.map(move);
+    st.stride = stride;
+  }
+
+  /** Token-major rows [n, kvHeads * headDim] to positions pos.. of a head-major buffer. */
+  private put(src: Float32Array, n: number, out: Float32Array, stride: number, pos: number): void {
+    copyToHeadMajor(src, 0, n, out, 0, stride, pos, this.H, this.D);
   }
 
   async propose(batch: readonly DraftContext[]): Promise<(DraftTree | null)[]> {
@@ -136,14 +170,11 @@ export class KangarooDrafter implements Drafter {
     const D = this.manifest.hidden_size;
     const W = this.W;
     const maxN = Math.min(ctx.maxNodes, this.maxSteps);
-    const cap = committed + maxN + 1;
-    if (this.shallowK.length !== l || this.shallowK[0].length < cap * W) {
-      const size = Math.max(cap, 2 * (this.shallowK[0]?.length ?? 0) / W) * W;
-      this.shallowK = Array.from({ length: l }, () => new Float32Array(size));
-      this.shallowV = Array.from({ length: l }, () => new Float32Array(size));
-    }
-    if (ctx.readPast(this.shallowK, this.shallowV) !== committed) return null;
-    this.reserve(st, cap);
+    this.reserve(st, committed + maxN + 1);
+    const S = st.stride;
+    if (ctx.readPast(st.sk, st.sv, Math.min(st.shallowValid, committed), S) !== committed) return null;
+    st.shallowValid = committed;
+    const shape = [1, this.H, S, this.D];
 
     const hidden = new Float32Array((maxN + 1) * D);
     const keys = Array.from({ length: l }, () => new Float32Array((maxN + 1) * W));
@@ -153,29 +184,31 @@ export class KangarooDrafter implements Drafter {
     let lowConfidence = false;
     for (let i = 0; ; i++) {
       const P = committed + i;
+      // the whole stride is past; rows [P, S) are not yet (or no longer) this sequence's: masked
+      const bias = new Float32Array(S + 1).fill(NEG, P, S);
       const feeds: Record<string, ort.Tensor> = {
         input_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(token)), [1, 1]),
         position_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(P)), [1, 1]),
-        attention_bias: new ort.Tensor('float32', new Float32Array(P + 1), [1, 1, 1, P + 1]),
-        'adapter_past.key': new ort.Tensor('float32', st.k.subarray(0, P * W), [1, P, this.manifest.kv_heads, this.manifest.head_dim]),
-        'adapter_past.value': new ort.Tensor('float32', st.v.subarray(0, P * W), [1, P, this.manifest.kv_heads, this.manifest.head_dim]),
+        attention_bias: new ort.Tensor('float32', bias, [1, 1, 1, S + 1]),
+        'adapter_past.key': new ort.Tensor('float32', st.k, shape),
+        'adapter_past.value': new ort.Tensor('float32', st.v, shape),
       };
       for (let j = 0; j < l; j++) {
-        feeds[`past_key_values.${j}.key`] = new ort.Tensor('float32', this.shallowK[j].subarray(0, P * W), [1, P, this.manifest.kv_heads, this.manifest.head_dim]);
-        feeds[`past_key_values.${j}.value`] = new ort.Tensor('float32', this.shallowV[j].subarray(0, P * W), [1, P, this.manifest.kv_heads, this.manifest.head_dim]);
+        feeds[`past_key_values.${j}.key`] = new ort.Tensor('float32', st.sk[j], shape);
+        feeds[`past_key_values.${j}.value`] = new ort.Tensor('float32', st.sv[j], shape);
       }
       const r = await this.draft.run(feeds);
       hidden.set(r.hidden_shallow.data as Float32Array, i * D);
       for (let j = 0; j < l; j++) {
         const nk = r[`new_key_values.${j}.key`].data as Float32Array;
         const nv = r[`new_key_values.${j}.value`].data as Float32Array;
-        this.shallowK[j].set(nk, P * W);
-        this.shallowV[j].set(nv, P * W);
+        this.put(nk, 1, st.sk[j], S, P);
+        this.put(nv, 1, st.sv[j], S, P);
         keys[j].set(nk, i * W);
         values[j].set(nv, i * W);
       }
-      st.k.set(r['adapter_new.key'].data as Float32Array, P * W);
-      st.v.set(r['adapter_new.value'].data as Float32Array, P * W);
+      this.put(r['adapter_new.key'].data as Float32Array, 1, st.k, S, P);
+      this.put(r['adapter_new.value'].data as Float32Array, 1, st.v, S, P);
       // this call computed row i's features (the root's, then each draft's); its prediction is the
       // next draft unless drafting is over
       if (lowConfidence || drafts.length >= maxN) break;
@@ -232,8 +265,8 @@ export class KangarooDrafter implements Drafter {
       position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(st.len + i)), [1, T]),
     });
     this.reserve(st, committed + this.maxSteps + 1);
-    st.k.set(out['adapter_new.key'].data as Float32Array, st.len * this.W);
-    st.v.set(out['adapter_new.value'].data as Float32Array, st.len * this.W);
+    this.put(out['adapter_new.key'].data as Float32Array, T, st.k, st.stride, st.len);
+    this.put(out['adapter_new.value'].data as Float32Array, T, st.v, st.stride, st.len);
     st.len = committed;
     st.backlog = [];
   }
@@ -241,8 +274,12 @@ export class KangarooDrafter implements Drafter {
   observe(seqId: number, _committed: readonly number[], accepted: number): void {
     const st = this.seqs.get(seqId);
     if (!st || st.pending === 0) return;
-    // root + accepted drafts are committed; rejected rows' adapter K/V are simply overwritten later
-    st.len += Math.min(accepted + 1, st.pending);
+    // root + accepted drafts are committed; rejected rows' K/V are simply overwritten later. The
+    // shallow rows the drafter computed for them are the ones the engine commits (it verifies with
+    // the deep layers on the drafter's shallow states), so they need no reading back.
+    const kept = Math.min(accepted + 1, st.pending);
+    if (st.shallowValid === st.len) st.shallowValid += kept;
+    st.len += kept;
     st.pending = 0;
   }
 
