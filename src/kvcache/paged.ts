@@ -4,9 +4,10 @@
 // to keep, so no unverified row can reach a quantized tier. Rollback is a length change that frees
 // whole blocks.
 //
-// Row layout in a block, per layer and K/V: [blockSize, kvHeads * headDim], token-major, as the
-// ONNX graphs output new rows ([batch, tokens, kvHeads, headDim]); reads for a forward go to the
-// graphs' head-major past ([batch, kvHeads, past, headDim]), see `gatherLayers`.
+// Row layout in a block, per layer and K/V: [kvHeads, blockSize, headDim], head-major like the
+// graphs' past input ([batch, kvHeads, past, headDim]), so a read for a forward copies one run per
+// head and block; the graphs output new rows token-major ([batch, tokens, kvHeads, headDim]) and
+// `append` splits them by head.
 //
 // SAQ (staircase adaptive quantization, methods.md §7.2 on KIVI's scheme): the newest `window`
 // tokens stay fp32. Whenever the fp32 region holds window + step tokens, its oldest `step` tokens
@@ -147,7 +148,7 @@ export class PagedKvCache {
   readonly bytesPerToken: number;
   readonly budgetBytes: number;
   private readonly blockBytes: number;
-  /** [layers, 2, blockSize, rowWidth] per allocated block */
+  /** [layers, 2, kvHeads, blockSize, headDim] per allocated block */
   private readonly pool: Float32Array[] = [];
   /** Token-major rows of one stair, dequantized on their way to a head-major past. */
   private scratch = new Float32Array(0);
@@ -253,9 +254,10 @@ export class PagedKvCache {
     return this.pool.length - 1;
   }
 
-  /** Offset of (layer, K=0/V=1, row in block) inside a block buffer. */
-  private off(layer: number, kv: 0 | 1, row: number): number {
-    return ((layer * 2 + kv) * this.blockSize + row) * this.rowWidth;
+  /** Offset of (layer, K=0/V=1, kv head, row in block) inside a block buffer: each head's rows of
+   *  a block are contiguous, so reads into the graphs' head-major past copy whole runs. */
+  private off(layer: number, kv: 0 | 1, head: number, row: number): number {
+    return (((layer * 2 + kv) * this.shape.kvHeads + head) * this.blockSize + row) * this.shape.headDim;
   }
 
   /** Appends rows to a sequence. `src*[l]` is a [*, rowWidth] array; `rows` lists the row indices
@@ -277,10 +279,12 @@ export class PagedKvCache {
       const pos = fp + r;
       const block = this.pool[e.blocks[(pos / this.blockSize) | 0]];
       const inBlock = pos % this.blockSize;
-      const src = rows[r] * W;
       for (let l = 0; l < this.shape.layers; l++) {
-        block.set(srcKeys[l].subarray(src, src + W), this.off(l, 0, inBlock));
-        block.set(srcValues[l].subarray(src, src + W), this.off(l, 1, inBlock));
+        for (let h = 0; h < this.shape.kvHeads; h++) {
+          const src = rows[r] * W + h * this.shape.headDim;
+          block.set(srcKeys[l].subarray(src, src + this.shape.headDim), this.off(l, 0, h, inBlock));
+          block.set(srcValues[l].subarray(src, src + this.shape.headDim), this.off(l, 1, h, inBlock));
+        }
       }
     }
     e.length += rows.length;
@@ -299,10 +303,16 @@ export class PagedKvCache {
       const keys: QuantBlock[] = [];
       const values: QuantBlock[] = [];
       for (let l = 0; l < this.shape.layers; l++) {
+        // the stair's rows token-major, as the quantizer takes them
         for (let b = 0; b < nBlocks; b++) {
           const block = this.pool[e.blocks[b]];
-          tmpK.set(block.subarray(this.off(l, 0, 0), this.off(l, 0, this.blockSize)), b * this.blockSize * W);
-          tmpV.set(block.subarray(this.off(l, 1, 0), this.off(l, 1, this.blockSize)), b * this.blockSize * W);
+          const { kvHeads: H, headDim: D } = this.shape;
+          for (let h = 0; h < H; h++)
+            for (let r = 0; r < this.blockSize; r++) {
+              const at = (b * this.blockSize + r) * W + h * D;
+              tmpK.set(block.subarray(this.off(l, 0, h, r), this.off(l, 0, h, r) + D), at);
+              tmpV.set(block.subarray(this.off(l, 1, h, r), this.off(l, 1, h, r) + D), at);
+            }
         }
         keys.push(quantize(tmpK, 0, step, W, this.stairBits(l, 0, 0), 'channel', this.saq!.keyGroup ?? step));
         values.push(quantize(tmpV, 0, step, W, this.stairBits(l, 1, 0), 'token', valueGroup));
@@ -417,8 +427,7 @@ export class PagedKvCache {
       const n = Math.min(bs - inBlock, to - pos);
       const block = this.pool[e.blocks[(pos / bs) | 0]];
       for (let l = layerFrom; l < layerTo; l++) {
-        this.toHeadMajor(block, this.off(l, 0, inBlock), n, outKeys[l - layerFrom], base, past, pos);
-        this.toHeadMajor(block, this.off(l, 1, inBlock), n, outValues[l - layerFrom], base, past, pos);
+        this.blockRows(block, l, inBlock, n, outKeys[l - layerFrom], outValues[l - layerFrom], base, past, pos);
       }
       pos += n;
     }
@@ -456,9 +465,21 @@ export class PagedKvCache {
       const n = Math.min(bs, fp - b * bs);
       if (n <= 0) break;
       const block = this.pool[e.blocks[b]];
-      this.toHeadMajor(block, this.off(l, 0, 0), n, outK, base, past, pos);
-      this.toHeadMajor(block, this.off(l, 1, 0), n, outV, base, past, pos);
+      this.blockRows(block, l, 0, n, outK, outV, base, past, pos);
       pos += n;
+    }
+  }
+
+  /** Rows [from, from + n) of layer `l` of a block, each head's run in one copy, to positions
+   *  pos.. of a head-major past whose batch row starts at `base`. */
+  private blockRows(block: Float32Array, l: number, from: number, n: number, outK: Float32Array, outV: Float32Array, base: number, past: number, pos: number): void {
+    const { kvHeads: H, headDim: D } = this.shape;
+    for (let h = 0; h < H; h++) {
+      const o = base + (h * past + pos) * D;
+      const k = this.off(l, 0, h, from);
+      const v = this.off(l, 1, h, from);
+      outK.set(block.subarray(k, k + n * D), o);
+      outV.set(block.subarray(v, v + n * D), o);
     }
   }
 
