@@ -98,8 +98,8 @@ async function main() {
   // same prompt: each (prompt, repetition) runs plain then the method (or the reverse on odd
   // repetitions) for every method in turn. A shared VM changes speed over seconds to minutes; a
   // ratio against plain runs minutes away (or against one plain run shared by every method) moved
-  // whole categories by 20-35% between runs. Per prompt the median repetition counts, so one
-  // repetition the VM slowed down does not move a ratio either.
+  // whole categories by 20-35% between runs. Per prompt the median of the repetitions' paired
+  // ratios counts, so one pair the VM slowed down does not move a ratio either.
   const times = new Map<string, number[]>(); // `${method}|${prompt index}`: the method's seconds
   const paired = new Map<string, number[]>(); // `${method}|${prompt index}`: its plain partner's
   const push = (map: Map<string, number[]>, k: string, v: number) => map.set(k, [...(map.get(k) ?? []), v]);
@@ -136,8 +136,10 @@ async function main() {
     }
   }
   bar.stop();
-  // timing per cell: each prompt's median repetition (scaled to the runs made); a method's speedup
-  // is its paired plain runs' time over its own
+  // Timing per cell. Per prompt, a method's speedup is the median over repetitions of (its plain
+  // partner's time / its own time), each ratio taken within one pair run back to back; its time
+  // is its paired plain time (median repetition, scaled to the runs made) over that speedup, so a
+  // category's speedup is its prompts' speedups weighted by their plain time.
   const pairedSeconds = new Map<string, number>(); // `${method}|${category}`
   for (const m of methods) {
     for (const c of [...categories, 'overall']) {
@@ -146,8 +148,9 @@ async function main() {
     }
     prompts.forEach((p, pi) => {
       const runs = times.get(key(m, String(pi)))!;
-      const s = median(runs) * runs.length;
-      const ps = m === 'plain' ? s : median(paired.get(key(m, String(pi)))!) * runs.length;
+      const partner = m === 'plain' ? runs : paired.get(key(m, String(pi)))!;
+      const ps = median(partner) * runs.length;
+      const s = m === 'plain' ? ps : ps / median(runs.map((t, r) => partner[r] / t));
       for (const c of [p.category, 'overall']) {
         cells.get(key(m, c))!.seconds += s;
         pairedSeconds.set(key(m, c), pairedSeconds.get(key(m, c))! + ps);
@@ -188,7 +191,7 @@ async function main() {
   const date = new Date().toISOString().slice(0, 10);
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}, ${engine.info.provider}`;
   let md = `### Speculative decoding, batch 1, greedy (${date})\n\n`;
-  md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps (each method timed next to a plain run on the same prompt; per prompt the median rep), ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
+  md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps (each method timed next to a plain run on the same prompt; per prompt the median of the paired ratios), ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
   md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}${o.spinThreads ? ' --spin-threads' : ''}\`\n\n`;
   md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate', 'drafts stopped early'], rows);
   if (peer) {
