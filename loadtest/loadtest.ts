@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { mdTable, median, writeReport, type Chart } from '../bench/report.ts';
 import { PROMPTS } from '../bench/prompts.ts';
 import { waitHealthy } from '../bench/server-bench.ts';
+import { tokensWithin } from './window.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const HOST = '127.0.0.1';
@@ -74,14 +75,6 @@ async function streamOne(base: string, model: string, prompt: string, maxTokens:
   const decoder = new TextDecoder();
   for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(part, { stream: true }));
   return { ttft, gaps, tokens, seconds: (performance.now() - t0) / 1000, firstAt: t0 + ttft, lastAt: last };
-}
-
-/** Tokens a request streamed inside [from, to), its tokens spread evenly between its first and
- *  last chunk. */
-export function tokensWithin(s: Pick<StreamStats, 'tokens' | 'firstAt' | 'lastAt'>, from: number, to: number): number {
-  if (s.lastAt <= s.firstAt) return s.firstAt >= from && s.firstAt < to ? s.tokens : 0;
-  const overlap = Math.max(0, Math.min(to, s.lastAt) - Math.max(from, s.firstAt));
-  return (s.tokens * overlap) / (s.lastAt - s.firstAt);
 }
 
 async function scrape(base: string): Promise<Record<string, number>> {
