@@ -8,7 +8,7 @@ The forward pass used for ONNX takes
   position_ids   [B, T]            int64
   attention_bias [B, 1, T, P+T]    float32, 0 = attend, large negative = blocked (any mask: causal,
                                    padding, tree)
-  past K and V   [B, KV, P, hd]    float32 per layer, head-major: attention reads it in place
+  past K and V   [B, KV, P, hd]    float32 per layer, head-major: the layout attention reads
                                    (see Attention.forward)
 and returns
   logits         [B, T, V]
@@ -74,11 +74,12 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
         """x [B,T,D]; cos/sin [B,T,1,hd]; bias [B,1,T,S] additive; past [B,KV,P,hd] (head-major).
 
-        The past is never copied: scores against it and against the new keys are computed apart
-        and joined (a [.., g*T, P+T] tensor, small), and the weighted sum is split the same way.
-        A graph that concatenated past and new K/V would copy the whole past of every layer at
-        every step (at 16 streams x 200 tokens that was ~20% of a decode step). Returns the new
-        K/V token-major [B,T,KV,hd], as the paged cache stores them."""
+        The past comes in the layout the matmuls read, so the graph appends the new rows to it
+        (one copy) and transposes nothing: with a token-major past ([B,P,KV,hd]) it also copied
+        the whole past into head-major order for keys and values at every step, which at 16
+        streams x 200 tokens was ~20% of a decode step. (Scoring past and new keys apart, to skip
+        the append too, measured slower: more small ops per layer.) Returns the new K/V
+        token-major [B,T,KV,hd], as the paged cache takes them."""
         B, T, _ = x.shape
         g = self.h // self.kv
         q = self.wq(x).view(B, T, self.h, self.hd)
@@ -88,21 +89,16 @@ class Attention(nn.Module):
         k = k * cos + rotate_half(k) * sin
         # group the query heads that share one kv head: [B, KV, g*T, hd]
         qg = q.view(B, T, self.kv, g, self.hd).permute(0, 2, 3, 1, 4).reshape(B, self.kv, g * T, self.hd)
-        kn = k.permute(0, 2, 1, 3)                                   # [B, KV, T, hd]
-        vn = v.permute(0, 2, 1, 3)
-        scale = 1.0 / math.sqrt(self.hd)
-        att = torch.matmul(qg, kn.transpose(-1, -2))                 # [B, KV, g*T, T]
-        P = 0
+        keys = k.permute(0, 2, 1, 3)                                 # [B, KV, T, hd]
+        values = v.permute(0, 2, 1, 3)
         if past_k is not None:
-            P = past_k.shape[2]
-            att = torch.cat([torch.matmul(qg, past_k.transpose(-1, -2)), att], dim=-1)
-        S = P + T
-        att = (att * scale).view(B, self.kv, g, T, S) + bias.unsqueeze(1)  # bias [B,1,1,T,S]
+            keys = torch.cat([past_k, keys], dim=2)                  # [B, KV, S, hd]
+            values = torch.cat([past_v, values], dim=2)
+        S = keys.shape[2]
+        att = torch.matmul(qg, keys.transpose(-1, -2)) * (1.0 / math.sqrt(self.hd))  # [B, KV, g*T, S]
+        att = att.view(B, self.kv, g, T, S) + bias.unsqueeze(1)      # bias [B,1,1,T,S]
         att = torch.softmax(att, dim=-1).view(B, self.kv, g * T, S)
-        if past_k is None:
-            y = torch.matmul(att, vn)                                # [B, KV, g*T, hd]
-        else:
-            y = torch.matmul(att[..., :P], past_v) + torch.matmul(att[..., P:], vn)
+        y = torch.matmul(att, values)                                # [B, KV, g*T, hd]
         y = y.view(B, self.kv, g, T, self.hd).permute(0, 3, 1, 2, 4).reshape(B, T, self.h * self.hd)
         return self.wo(y), k, v
 
