@@ -3,7 +3,9 @@
 // at several (batch, new tokens, past) shapes: how a change to the graph (such as the layout of its
 // past K/V input) moves the forward alone, without the engine around it. An older export comes out
 // of git, e.g. `git show 2e587f0:models/specserve-tiny/onnx/decoder_spec.onnx > /tmp/old.onnx` (the
-// last one whose past was token-major). Inputs are random; only the time is compared.
+// last one whose past was token-major); `--a models/specserve-tiny/onnx/model.onnx --a-layout
+// optimum` compares with the standard export the transformers.js peer runs (it also returns the
+// whole present K/V). Inputs are random; only the time is compared.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
@@ -14,7 +16,7 @@ import { median } from './report.ts';
 const MODEL = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'specserve-tiny');
 const o = new Command()
   .requiredOption('--a <file>', 'first graph')
-  .option('--a-layout <layout>', "its past layout: 'token' ([B, P, KV, hd]) or 'head' ([B, KV, P, hd])", 'head')
+  .option('--a-layout <layout>', "its past layout: 'token' ([B, P, KV, hd]), 'head' ([B, KV, P, hd]) or 'optimum' (the standard export: head-major past, attention_mask instead of attention_bias)", 'head')
   .option('--b <file>', 'second graph', path.join(MODEL, 'onnx', 'decoder_spec.onnx'))
   .option('--b-layout <layout>', 'its past layout', 'head')
   .option('--shapes <json>', '[batch, new tokens, past] triples', '[[1,1,200],[1,8,200],[4,1,200],[16,1,200],[16,4,200],[16,1,600],[32,1,250]]')
@@ -40,8 +42,9 @@ for (const [B, T, P] of JSON.parse(o.shapes) as [number, number, number][]) {
     const f: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', new BigInt64Array(B * T).fill(5n), [B, T]),
       position_ids: new ort.Tensor('int64', new BigInt64Array(B * T).fill(BigInt(P)), [B, T]),
-      attention_bias: new ort.Tensor('float32', new Float32Array(B * T * (P + T)), [B, 1, T, P + T]),
     };
+    if (g.layout === 'optimum') f.attention_mask = new ort.Tensor('int64', new BigInt64Array(B * (P + T)).fill(1n), [B, P + T]);
+    else f.attention_bias = new ort.Tensor('float32', new Float32Array(B * T * (P + T)), [B, 1, T, P + T]);
     for (let l = 0; l < L; l++)
       for (const [i, kv] of ['key', 'value'].entries())
         f[`past_key_values.${l}.${kv}`] = new ort.Tensor('float32', past[2 * l + i], g.layout === 'token' ? [B, P, KV, HD] : [B, KV, P, HD]);
