@@ -32,7 +32,8 @@ export interface SaqOptions {
   step: number;
   /** Bit widths from the newest quantized stair down to the floor (8, 6, 5, 4, 3 or 2). */
   bits: number[];
-  /** Channels per value group (per-token quantization). Defaults to `32`. */
+  /** Channels per value group (per-token quantization); divides the head dim (each head is
+   *  quantized on its own). Defaults to `32`. */
   valueGroup: number;
   /** Tokens per key group (per-channel quantization); divides `step`. Defaults to `step`. */
   keyGroup?: number;
@@ -117,7 +118,9 @@ export interface KvUsage {
 
 interface Segment {
   tokens: number;
-  /** Per layer. */
+  /** Per layer and kv head, at layer * kvHeads + head: each head's rows quantized on their own
+   *  (the same codes and statistics as the whole row, whose groups never span two heads), so a
+   *  stair dequantizes straight into the head-major past. */
   keys: QuantBlock[];
   values: QuantBlock[];
 }
@@ -150,8 +153,6 @@ export class PagedKvCache {
   private readonly blockBytes: number;
   /** [layers, 2, kvHeads, blockSize, headDim] per allocated block */
   private readonly pool: Float32Array[] = [];
-  /** Token-major rows of one stair, dequantized on their way to a head-major past. */
-  private scratch = new Float32Array(0);
   private readonly free: number[] = [];
   private readonly seqs = new Map<number, SeqEntry>();
   private quantBytesInUse = 0;
@@ -173,14 +174,14 @@ export class PagedKvCache {
     if (this.numBlocks < 1) throw new Error(`KV budget ${budgetBytes} bytes holds no block of ${blockSize} tokens`);
     if (saq) {
       if (saq.step % blockSize !== 0) throw new Error(`SAQ step ${saq.step} must be a multiple of the block size ${blockSize}`);
-      if (this.rowWidth % saq.valueGroup !== 0) throw new Error(`SAQ value group ${saq.valueGroup} must divide ${this.rowWidth}`);
+      if (shape.headDim % saq.valueGroup !== 0) throw new Error(`SAQ value group ${saq.valueGroup} must divide the head dim ${shape.headDim}`);
       if (saq.bits.length === 0) throw new Error('SAQ needs at least one bit width');
       for (const st of [saq.bits, ...(saq.layers ?? []).flatMap((o) => [o.keys, o.values])]) {
         if (!st) continue;
         if (st.length === 0) throw new Error('SAQ stairs need at least one bit width');
         for (const b of st) {
           if (!(SUPPORTED_BITS as readonly number[]).includes(b)) throw new Error(`SAQ bit width ${b} is not one of ${SUPPORTED_BITS.join(', ')}`);
-          if (8 % b === 0 && this.rowWidth % (8 / b) !== 0) throw new Error(`SAQ: ${b}-bit packing needs a row width that is a multiple of ${8 / b}, not ${this.rowWidth}`);
+          if (8 % b === 0 && shape.headDim % (8 / b) !== 0) throw new Error(`SAQ: ${b}-bit packing needs a head dim that is a multiple of ${8 / b}, not ${shape.headDim}`);
         }
       }
     }
@@ -295,27 +296,26 @@ export class PagedKvCache {
   /** Commit-time SAQ: move full stairs out of the fp32 window and step older stairs down. */
   private staircase(e: SeqEntry): void {
     const { window, step, valueGroup } = this.saq!;
-    const W = this.rowWidth;
     while (e.length - e.quantized >= window + step) {
       const nBlocks = step / this.blockSize;
-      const tmpK = new Float32Array(step * W);
-      const tmpV = new Float32Array(step * W);
+      const { kvHeads: H, headDim: D } = this.shape;
+      const tmpK = new Float32Array(step * D);
+      const tmpV = new Float32Array(step * D);
       const keys: QuantBlock[] = [];
       const values: QuantBlock[] = [];
       for (let l = 0; l < this.shape.layers; l++) {
-        // the stair's rows token-major, as the quantizer takes them
-        for (let b = 0; b < nBlocks; b++) {
-          const block = this.pool[e.blocks[b]];
-          const { kvHeads: H, headDim: D } = this.shape;
-          for (let h = 0; h < H; h++)
-            for (let r = 0; r < this.blockSize; r++) {
-              const at = (b * this.blockSize + r) * W + h * D;
-              tmpK.set(block.subarray(this.off(l, 0, h, r), this.off(l, 0, h, r) + D), at);
-              tmpV.set(block.subarray(this.off(l, 1, h, r), this.off(l, 1, h, r) + D), at);
-            }
+        for (let h = 0; h < H; h++) {
+          // the stair's rows of one head, token-major [step, headDim]: one run per block
+          for (let b = 0; b < nBlocks; b++) {
+            const block = this.pool[e.blocks[b]];
+            const k = this.off(l, 0, h, 0);
+            const v = this.off(l, 1, h, 0);
+            tmpK.set(block.subarray(k, k + this.blockSize * D), b * this.blockSize * D);
+            tmpV.set(block.subarray(v, v + this.blockSize * D), b * this.blockSize * D);
+          }
+          keys.push(quantize(tmpK, 0, step, D, this.stairBits(l, 0, 0), 'channel', this.saq!.keyGroup ?? step));
+          values.push(quantize(tmpV, 0, step, D, this.stairBits(l, 1, 0), 'token', valueGroup));
         }
-        keys.push(quantize(tmpK, 0, step, W, this.stairBits(l, 0, 0), 'channel', this.saq!.keyGroup ?? step));
-        values.push(quantize(tmpV, 0, step, W, this.stairBits(l, 1, 0), 'token', valueGroup));
       }
       for (const b of e.blocks.splice(0, nBlocks)) this.free.push(b);
       const seg: Segment = { tokens: step, keys, values };
@@ -328,8 +328,9 @@ export class PagedKvCache {
         const s = e.segments[i];
         const age = n - 1 - i;
         const before = segBytes(s);
-        s.keys = s.keys.map((q, l) => requantize(q, this.stairBits(l, 0, age)));
-        s.values = s.values.map((q, l) => requantize(q, this.stairBits(l, 1, age)));
+        const H = this.shape.kvHeads;
+        s.keys = s.keys.map((q, i) => requantize(q, this.stairBits((i / H) | 0, 0, age)));
+        s.values = s.values.map((q, i) => requantize(q, this.stairBits((i / H) | 0, 1, age)));
         this.addQuant(e, segBytes(s) - before);
       }
     }
@@ -448,17 +449,16 @@ export class PagedKvCache {
 
   /** Layer `l` of a sequence into a head-major dense past whose batch row starts at `base`. */
   private gatherLayer(e: SeqEntry, l: number, outK: Float32Array, outV: Float32Array, base: number, past: number): void {
-    const W = this.rowWidth;
     const bs = this.blockSize;
     const fp = e.length - e.quantized;
     let pos = 0;
+    const { kvHeads: H, headDim: D } = this.shape;
     for (const s of e.segments) {
-      // stairs dequantize token-major into a scratch, then go to their heads
-      if (this.scratch.length < s.tokens * W) this.scratch = new Float32Array(s.tokens * W);
-      dequantize(s.keys[l], this.scratch, 0);
-      this.toHeadMajor(this.scratch, 0, s.tokens, outK, base, past, pos);
-      dequantize(s.values[l], this.scratch, 0);
-      this.toHeadMajor(this.scratch, 0, s.tokens, outV, base, past, pos);
+      // each head's stair is [tokens, headDim]: exactly its run in the head-major past
+      for (let h = 0; h < H; h++) {
+        dequantize(s.keys[l * H + h], outK, base + (h * past + pos) * D);
+        dequantize(s.values[l * H + h], outV, base + (h * past + pos) * D);
+      }
       pos += s.tokens;
     }
     for (let b = 0; b < e.blocks.length; b++) {
@@ -483,9 +483,6 @@ export class PagedKvCache {
     }
   }
 
-  private toHeadMajor(src: Float32Array, at: number, n: number, out: Float32Array, base: number, past: number, pos: number): void {
-    copyToHeadMajor(src, at, n, out, base, past, pos, this.shape.kvHeads, this.shape.headDim);
-  }
 
   stats(): KvStats {
     let tokens = 0;

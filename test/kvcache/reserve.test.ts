@@ -103,7 +103,7 @@ test('reserve/append/truncate/release interleavings: blocks never leak or double
   );
 });
 
-const saq: SaqOptions = { window: 16, step: 16, bits: [8, 4, 2], valueGroup: 8 };
+const saq: SaqOptions = { window: 16, step: 16, bits: [8, 4, 2], valueGroup: 4 }; // value groups lie within a head (headDim 4)
 
 test('admission by reservation never over-commits: every admitted request prefills and decodes its lookahead (fp32 and SAQ)', () => {
   fc.assert(

@@ -274,6 +274,8 @@ test('SAQ options are validated: unknown widths and packings that do not fit the
   assert.throws(() => new PagedKvCache(shape, 64 << 20, 16, { ...saq, bits: [8, 7] }), /bit width 7/);
   assert.throws(() => new PagedKvCache(shape, 64 << 20, 16, { ...saq, layers: [{ keys: [] }] }), /at least one/);
   assert.throws(() => new PagedKvCache({ layers: 1, kvHeads: 1, headDim: 2 }, 64 << 20, 16, { ...saq, valueGroup: 2, bits: [2] }), /multiple of 4/);
+  // each head is quantized on its own: a value group cannot span two heads
+  assert.throws(() => new PagedKvCache({ layers: 1, kvHeads: 2, headDim: 16 }, 64 << 20, 16, { ...saq, valueGroup: 32 }), /head dim 16/);
   // 5 and 6 bits pack as a bit stream: any row width works
   const kv = new PagedKvCache({ layers: 1, kvHeads: 1, headDim: 6 }, 64 << 20, 16, { window: 16, step: 16, bits: [6, 5], valueGroup: 6 });
   const r = [Float32Array.from({ length: 80 * 6 }, (_, i) => Math.cos(i))];
