@@ -57,8 +57,9 @@ export interface DraftContext {
   /**
    * Copies the committed K/V of target layers [0, layers) into the given per-layer buffers, laid
    * out head-major as the graphs take their past ([kvHeads, past, headDim]), returning the
-   * committed length. Rows [from, length) are copied; with a quantized cache, whose old rows
-   * change at commit, every row. Set when `needs.pastLayers` is declared.
+   * committed length (-1, copying nothing, when `past` is shorter). Rows [from, length) are
+   * copied; with a quantized cache, whose old rows change at commit, every row. Set when
+   * `needs.pastLayers` is declared.
    */
   readPast?: (keys: Float32Array[], values: Float32Array[], from: number, past: number) => number;
 }

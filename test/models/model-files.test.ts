@@ -1,10 +1,12 @@
 // The committed default model files: ONNX vs the torch reference written at build time, the two
 // exports against each other, prefill+decode vs one full forward, tree mask vs per-branch decoding.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { checkModel } from '../../models/tooling/check.ts';
+import { loadModelConfig } from '../../src/engine/model-config.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 
 test('committed model files pass the build checks', async () => {
@@ -20,4 +22,22 @@ test('the folder has everything npm start and the drafters need', () => {
   const cfg = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8'));
   assert.equal(cfg.model_type, 'llama');
   assert.ok(cfg.num_hidden_layers >= 6, 'deep enough for shallow-exit drafters');
+});
+
+test('a speculative export with the old token-major past is refused with what to do', () => {
+  // a copy of the default folder's config whose speculative graph predates the head-major past
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'specserve-old-export-'));
+  try {
+    const cfg = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8'));
+    delete cfg.specserve.past_layout;
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    mkdirSync(path.join(dir, 'onnx'));
+    copyFileSync(path.join(DEFAULT_MODEL_DIR, 'onnx', 'decoder_spec.onnx'), path.join(dir, 'onnx', 'decoder_spec.onnx'));
+    assert.throws(() => loadModelConfig(dir), /token-major past; re-export it with models\/tooling\/export\.py/);
+    cfg.specserve.past_layout = 'head-major';
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    assert.equal(loadModelConfig(dir).layout, 'speculative');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
