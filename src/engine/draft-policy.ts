@@ -111,7 +111,8 @@ class Stats {
 export class DraftCapPolicy {
   private readonly stats = new Map<string, Stats>();
 
-  constructor(private readonly caps: readonly number[] = DRAFT_CAPS) {}
+  /** Caps tried, by arm index. */
+  constructor(readonly caps: readonly number[] = DRAFT_CAPS) {}
 
   /** Batch size class: 0 for 1 sequence, then one class per doubling, the last from 32 up. */
   static classOf(batch: number): number {

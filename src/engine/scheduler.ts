@@ -11,7 +11,7 @@ import type { DraftContext, Drafter, DraftTree } from '../drafters/Drafter.ts';
 import { BatchPast } from '../kvcache/batch-past.ts';
 import type { PagedKvCache } from '../kvcache/paged.ts';
 import { verifyGreedy, verifySampled, type Relax, type VerifyTree } from './acceptance.ts';
-import { DRAFT_CAPS, DraftCapPolicy } from './draft-policy.ts';
+import { DraftCapPolicy } from './draft-policy.ts';
 import { relax, type LanternNeighbours } from './lantern.ts';
 import type { FromWorker, SeqRequest, WireLogprob } from './protocol.ts';
 import type { DeepInput, ForwardInput, ForwardOutput } from './runner.ts';
@@ -196,7 +196,7 @@ export class Scheduler {
     let prefillMs = 0;
     const { rows, capChoice } = await this.planRows();
     this.outcome = capChoice
-      ? { caps: DRAFT_CAPS.slice(0, capChoice.arm + 1), tokens: new Array(capChoice.arm + 1).fill(0) }
+      ? { caps: this.draftCaps.caps.slice(0, capChoice.arm + 1), tokens: new Array(capChoice.arm + 1).fill(0) }
       : null;
     if (rows.length === 0) return true;
     // Rows of one forward are padded to the longest: a 256-token prompt chunk in the same forward

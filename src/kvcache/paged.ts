@@ -276,16 +276,15 @@ export class PagedKvCache {
       e.peakBytes = Math.max(e.peakBytes, e.blocks.length * this.blockBytes + e.quantBytes);
     }
     const W = this.rowWidth;
+    const { kvHeads: H, headDim: D } = this.shape;
     for (let r = 0; r < rows.length; r++) {
       const pos = fp + r;
       const block = this.pool[e.blocks[(pos / this.blockSize) | 0]];
       const inBlock = pos % this.blockSize;
       for (let l = 0; l < this.shape.layers; l++) {
-        for (let h = 0; h < this.shape.kvHeads; h++) {
-          const src = rows[r] * W + h * this.shape.headDim;
-          block.set(srcKeys[l].subarray(src, src + this.shape.headDim), this.off(l, 0, h, inBlock));
-          block.set(srcValues[l].subarray(src, src + this.shape.headDim), this.off(l, 1, h, inBlock));
-        }
+        // a block's layer is a head-major past of blockSize rows: the row goes to each head's run
+        copyToHeadMajor(srcKeys[l], rows[r] * W, 1, block, this.off(l, 0, 0, 0), this.blockSize, inBlock, H, D);
+        copyToHeadMajor(srcValues[l], rows[r] * W, 1, block, this.off(l, 1, 0, 0), this.blockSize, inBlock, H, D);
       }
     }
     e.length += rows.length;
@@ -328,9 +327,8 @@ export class PagedKvCache {
         const s = e.segments[i];
         const age = n - 1 - i;
         const before = segBytes(s);
-        const H = this.shape.kvHeads;
-        s.keys = s.keys.map((q, i) => requantize(q, this.stairBits((i / H) | 0, 0, age)));
-        s.values = s.values.map((q, i) => requantize(q, this.stairBits((i / H) | 0, 1, age)));
+        s.keys = s.keys.map((q, j) => requantize(q, this.stairBits((j / H) | 0, 0, age)));
+        s.values = s.values.map((q, j) => requantize(q, this.stairBits((j / H) | 0, 1, age)));
         this.addQuant(e, segBytes(s) - before);
       }
     }
@@ -482,7 +480,6 @@ export class PagedKvCache {
       outV.set(block.subarray(v, v + n * D), o);
     }
   }
-
 
   stats(): KvStats {
     let tokens = 0;
