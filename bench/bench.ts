@@ -28,6 +28,7 @@ const program = new Command()
   .option('--drafters <list>', 'comma-separated drafters (default: all available)')
   .option('--max-draft-tokens <n>', 'draft budget per step', (v) => parseInt(v, 10), 8)
   .option('--draft-policy <name>', "the engine's draft policy: goodput (the server's default) or static (every drafter at its full budget, deterministic drafting)", 'goodput')
+  .option('--provider <name>', 'execution provider for specserve: cpu (the default, as published), cuda, or auto', 'cpu')
   .option('--spin-threads', "let onnxruntime's idle threads spin, as transformers.js's onnxruntime does by default (the server's default is off)", false)
   .option('--no-peer', 'skip transformers.js')
   .option('--no-server', 'skip the through-the-server measurement')
@@ -44,6 +45,8 @@ interface Cell {
   decodeSteps: number;
   /** Draft steps the drafter ended on low confidence (Kangaroo's second early exit). */
   earlyStops: number;
+  /** Generated token ids (only kept for the greedy identity check). */
+  ids?: number[];
 }
 
 const emptyCell = (): Cell => ({ requests: 0, tokens: 0, seconds: 0, draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, earlyStops: 0 });
@@ -52,7 +55,9 @@ async function timeEngine(engine: LocalEngine, req: TextRequest): Promise<Cell> 
   const t0 = performance.now();
   let tokens = 0;
   let spec;
+  const ids: number[] = [];
   for await (const ev of engine.generateText(req)) {
+    if (ev.type === 'text') ids.push(...ev.tokenIds);
     if (ev.type === 'done') {
       tokens = ev.completionTokens;
       spec = ev.speculation;
@@ -63,7 +68,7 @@ async function timeEngine(engine: LocalEngine, req: TextRequest): Promise<Cell> 
   return {
     requests: 1, tokens, seconds,
     draftSteps: spec?.draftSteps ?? 0, draftTokens: spec?.draftTokens ?? 0, acceptedTokens: spec?.acceptedTokens ?? 0,
-    decodeSteps, earlyStops: spec?.earlyStops ?? 0,
+    decodeSteps, earlyStops: spec?.earlyStops ?? 0, ids,
   };
 }
 
@@ -80,7 +85,7 @@ function add(a: Cell, b: Cell) {
 
 async function main() {
   const o = program.parse().opts();
-  const engine = await createEngine({ modelDir: o.model, threads: o.threads, provider: 'cpu', spinThreads: o.spinThreads, draftPolicy: o.draftPolicy });
+  const engine = await createEngine({ modelDir: o.model, threads: o.threads, provider: o.provider, spinThreads: o.spinThreads, draftPolicy: o.draftPolicy });
   const drafters: string[] = o.drafters
     ? o.drafters.split(',')
     : engine.drafters().filter((d) => d.available).map((d) => d.name);
@@ -114,6 +119,19 @@ async function main() {
     const tokens = await peer!.generate(p.prompt, o.maxTokens);
     return { ...emptyCell(), requests: 1, tokens, seconds: (performance.now() - t0) / 1000 };
   };
+  // Greedy losslessness, checked on every timed run: each method's tokens must equal plain
+  // decoding's on the same prompt, on whatever provider the bench runs.
+  const plainIds = new Map<number, number[]>();
+  const checked = new Map<string, { runs: number; differing: number }>();
+  const checkIdentity = (m: string, pi: number, cell: Cell) => {
+    if (m === 'transformers.js' || !cell.ids) return;
+    const ref = plainIds.get(pi);
+    if (!ref) { plainIds.set(pi, cell.ids); return; }
+    const c = checked.get(m) ?? { runs: 0, differing: 0 };
+    c.runs++;
+    if (ref.length !== cell.ids.length || ref.some((t, i) => t !== cell.ids![i])) c.differing++;
+    checked.set(m, c);
+  };
   // Untimed warm-up: lazy initialisation, and the goodput draft policy measures its caps for every
   // drafter (as it has in a server that has been up a while) instead of learning them inside the
   // first timed category. Every 4th prompt, full length, each method.
@@ -126,6 +144,7 @@ async function main() {
         for (const x of rep % 2 === 0 ? ['plain', m] : [m, 'plain']) {
           bar.increment(0, { method: x, category: p.category });
           const cell = await runOnce(x, p);
+          checkIdentity(x, pi, cell);
           add(cells.get(key(x, p.category))!, cell);
           add(cells.get(key(x, 'overall'))!, cell);
           push(x === 'plain' ? paired : times, key(m, String(pi)), cell.seconds);
@@ -158,7 +177,7 @@ async function main() {
     });
   }
 
-  const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens) : null;
+  const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens, undefined, o.provider) : null;
   await engine.close();
   const kv = o.kv ? await kvBench(o.model, o.threads) : null;
   // the same measures on 8 other prompts (offsets half a spacing on): a check that the staircase is
@@ -192,8 +211,9 @@ async function main() {
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}, ${engine.info.provider}`;
   let md = `### Speculative decoding, batch 1, greedy (${date})\n\n`;
   md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps (each method timed next to a plain run on the same prompt; per prompt the median of the paired ratios), ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
-  md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}${o.spinThreads ? ' --spin-threads' : ''}\`\n\n`;
+  md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}${o.provider !== 'cpu' ? ` --provider ${o.provider}` : ''}${o.spinThreads ? ' --spin-threads' : ''}\`\n\n`;
   md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate', 'drafts stopped early'], rows);
+  md += `\nGreedy output identical to plain decoding on every timed run: ${[...checked].map(([m, c]) => `${m} ${c.runs - c.differing}/${c.runs}`).join(', ')}.\n`;
   if (peer) {
     const pt = tps(cells.get(key('transformers.js', 'overall'))!);
     // through the paired plain runs: plain vs the peer, and each drafter vs plain, both side by side
@@ -250,7 +270,7 @@ async function main() {
       yLabel: 'tokens / step',
     },
   ];
-  const files = writeReport(o.out, 'bench', { date, machine, options: o, results, server, kv, kvCheck }, md, charts);
+  const files = writeReport(o.out, 'bench', { date, machine, options: o, results, identity: Object.fromEntries(checked), server, kv, kvCheck }, md, charts);
   console.log('\n' + md);
   console.log(`wrote ${files.join(', ')}`);
 }

@@ -43,9 +43,9 @@ async function streamTokens(base: string, model: string, prompt: string, maxToke
   return tokens;
 }
 
-export async function serverThroughput(modelDir: string, threads: number, prompts: string[], maxTokens: number, port = 8799) {
+export async function serverThroughput(modelDir: string, threads: number, prompts: string[], maxTokens: number, port = 8799, provider: 'cpu' | 'cuda' | 'auto' = 'cpu') {
   const model = path.basename(modelDir);
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli.ts'), '--model', modelDir, '--port', String(port), '--threads', String(threads), '--provider', 'cpu', '--log-level', 'warn'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli.ts'), '--model', modelDir, '--port', String(port), '--threads', String(threads), '--provider', provider, '--log-level', 'warn'], {
     cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'],
   });
   const base = `http://127.0.0.1:${port}`;
@@ -56,7 +56,7 @@ export async function serverThroughput(modelDir: string, threads: number, prompt
     let serverSeconds = 0;
     let engineTokens = 0;
     let engineSeconds = 0;
-    const engine = await createEngine({ modelDir, threads, provider: 'cpu' });
+    const engine = await createEngine({ modelDir, threads, provider });
     try {
       for (const prompt of prompts) {
         // alternate the two so machine drift affects both alike; never both at once
