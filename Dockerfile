@@ -1,7 +1,8 @@
-# specserve for GPU hosts: CUDA 12 + cuDNN 9 runtime, Node 20, onnxruntime-node's CUDA provider.
+# specserve for GPU hosts: CUDA 13 runtime, Node 20, onnxruntime's CUDA 13 provider (the
+# combination tested on an H200, see README "GPU hosts").
 # Build on a machine with network access:  docker build -t specserve .
 # Run:  docker run --gpus all -p 8000:8000 specserve
-FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04
+FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 ARG NODE_MAJOR=20
 RUN apt-get update \
@@ -12,10 +13,11 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
-# Install without dev tools, then fetch the CUDA provider libraries that npm does not ship
-# (onnxruntime-node downloads them from NuGet for CUDA 12).
+COPY scripts/setup-cuda.mjs ./scripts/
+# Install without dev tools, then the CUDA provider libraries that onnxruntime-node does not ship
+# (from the npm registry; `--cuda 12` would fetch onnxruntime-node's CUDA 12 build from NuGet).
 RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund \
- && ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js \
+ && node scripts/setup-cuda.mjs --cuda 13 \
  && test -f node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_cuda.so
 
 COPY src ./src
