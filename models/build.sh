@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=1000
-HEAD_STEPS=200
+HEAD_STEPS=600
 KANGAROO_STEPS=600
 while [ $# -gt 0 ]; do
   case "$1" in

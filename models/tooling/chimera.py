@@ -48,7 +48,6 @@ import json
 import math
 import os
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -59,10 +58,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import NEG, RMSNorm, rotate_half  # noqa: E402
-from heads import ResBlock, distill, drafter_args, drafter_setup, EMBED_FILE  # noqa: E402
+from heads import ResBlock, distill, drafter_args, drafter_setup, EMBED_FILE, mixed_batch, selfgen_sequences  # noqa: E402
 from export import retie_lm_head, sha256  # noqa: E402
 from loop import train_resumable  # noqa: E402
-from train import batch_at  # noqa: E402
 
 TOPK = 10
 FFN = 512
@@ -201,44 +199,6 @@ def depth_losses(model, target, x, first=1):
 
 # -- self-generated data ------------------------------------------------------------------------
 @torch.no_grad()
-def greedy_continuations(target, data, n, prefix, new, seed, batch=64):
-    """n sequences: a random `prefix`-token corpus window followed by the target's own greedy
-    continuation of `new` tokens (what the drafter sees at run time: a prompt, then the target's
-    output). Returns uint16 [n, prefix + new]."""
-    rng = np.random.default_rng([seed, 7])
-    starts = rng.integers(0, data.size - prefix - 1, size=n)
-    out = np.zeros((n, prefix + new), dtype=np.uint16)
-    for b in range(0, n, batch):
-        x = torch.from_numpy(np.stack([data[s:s + prefix] for s in starts[b:b + batch]]).astype(np.int64))
-        B = x.shape[0]
-        logits, _, _, new_kv = target(x)
-        past = [(k.transpose(1, 2), v.transpose(1, 2)) for k, v in new_kv]  # head-major past
-        toks = [x]
-        nxt = logits[:, -1].argmax(-1, keepdim=True)
-        for t in range(new):
-            toks.append(nxt)
-            if t == new - 1:
-                break
-            P = prefix + t
-            logits, _, _, kv = target(nxt, torch.full((B, 1), P), torch.zeros(1, 1, 1, P + 1), past)
-            past = [(torch.cat([pk, k.transpose(1, 2)], 2), torch.cat([pv, v.transpose(1, 2)], 2))
-                    for (pk, pv), (k, v) in zip(past, kv)]
-            nxt = logits[:, -1].argmax(-1, keepdim=True)
-        out[b:b + B] = torch.cat(toks, 1).numpy().astype(np.uint16)
-    return out
-
-
-def mixed_batch(train, gen, step, seed, batch, seq):
-    """Half corpus windows, half self-generated sequences (prompt + the target's greedy output)."""
-    n_gen = batch // 2 if gen is not None else 0
-    x, _ = batch_at(train, step, seed, batch - n_gen, seq)
-    if n_gen == 0:
-        return x
-    rng = np.random.default_rng([seed, step, 1])
-    g = torch.from_numpy(gen[rng.integers(0, gen.shape[0], size=n_gen), :seq].astype(np.int64))
-    return torch.cat([x, g], dim=0)
-
-
 # -- export ------------------------------------------------------------------------------------
 class ProjectExport(nn.Module):
     def __init__(self, m):
@@ -449,16 +409,8 @@ def main():
     ap.add_argument("--selfgen", type=int, default=256, help="self-generated sequences (prefix 96 + 160 greedy tokens); 0 = corpus only")
     a = ap.parse_args()
     target, cfg, train, valid = drafter_setup(a)
-    gen = None
-    if a.selfgen:
-        gen_path = os.path.join(a.work, f"chimera_selfgen_{a.selfgen}.u16")
-        if os.path.exists(gen_path):
-            gen = np.fromfile(gen_path, dtype=np.uint16).reshape(a.selfgen, -1)
-        else:
-            t0 = time.time()
-            gen = greedy_continuations(target, train, a.selfgen, 96, 160, a.seed)
-            gen.tofile(gen_path)
-            print(f"[chimera] generated {a.selfgen} greedy continuations in {time.time() - t0:.0f} s -> {gen_path}", flush=True)
+    gen = selfgen_sequences(a.work, target, train, a.selfgen, 'chimera') if a.selfgen else None
+    if gen is not None:
         assert gen.shape[1] >= a.seq, "self-generated sequences are shorter than --seq"
     model = Chimera(cfg, a.depths)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import numpy as np
 import onnx
@@ -117,6 +118,60 @@ def drafter_setup(a):
     return target, cfg, train, valid
 
 
+def greedy_continuations(target, data, n, prefix, new, seed, batch=64):
+    """n sequences: a random `prefix`-token corpus window followed by the target's own greedy
+    continuation of `new` tokens (what the drafter sees at run time: a prompt, then the target's
+    output). Returns uint16 [n, prefix + new]."""
+    rng = np.random.default_rng([seed, 7])
+    starts = rng.integers(0, data.size - prefix - 1, size=n)
+    out = np.zeros((n, prefix + new), dtype=np.uint16)
+    for b in range(0, n, batch):
+        x = torch.from_numpy(np.stack([data[s:s + prefix] for s in starts[b:b + batch]]).astype(np.int64))
+        B = x.shape[0]
+        logits, _, _, new_kv = target(x)
+        past = [(k.transpose(1, 2), v.transpose(1, 2)) for k, v in new_kv]  # head-major past
+        toks = [x]
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        for t in range(new):
+            toks.append(nxt)
+            if t == new - 1:
+                break
+            P = prefix + t
+            logits, _, _, kv = target(nxt, torch.full((B, 1), P), torch.zeros(1, 1, 1, P + 1), past)
+            past = [(torch.cat([pk, k.transpose(1, 2)], 2), torch.cat([pv, v.transpose(1, 2)], 2))
+                    for (pk, pv), (k, v) in zip(past, kv)]
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+        out[b:b + B] = torch.cat(toks, 1).numpy().astype(np.uint16)
+    return out
+
+
+def mixed_batch(train, gen, step, seed, batch, seq):
+    """Half corpus windows, half self-generated sequences (prompt + the target's greedy output)."""
+    n_gen = batch // 2 if gen is not None else 0
+    x, _ = batch_at(train, step, seed, batch - n_gen, seq)
+    if n_gen == 0:
+        return x
+    rng = np.random.default_rng([seed, step, 1])
+    g = torch.from_numpy(gen[rng.integers(0, gen.shape[0], size=n_gen), :seq].astype(np.int64))
+    return torch.cat([x, g], dim=0)
+
+
+SELFGEN_SEED = 4242  # one set of self-generated sequences per work folder, shared by every drafter
+
+
+def selfgen_sequences(work, target, train, n, tag):
+    """The n self-generated sequences (96-token corpus prefix + 160 greedy target tokens) of this
+    work folder, generated once and cached as selfgen_{n}.u16."""
+    path = os.path.join(work, f"selfgen_{n}.u16")
+    if os.path.exists(path):
+        return np.fromfile(path, dtype=np.uint16).reshape(n, -1)
+    t0 = time.time()
+    gen = greedy_continuations(target, train, n, 96, 160, SELFGEN_SEED)
+    gen.tofile(path)
+    print(f"[{tag}] generated {n} greedy continuations in {time.time() - t0:.0f} s -> {path}", flush=True)
+    return gen
+
+
 def soft_ce(logits, teacher_p):
     return -(teacher_p * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
@@ -131,8 +186,9 @@ def distill(logits, teacher_p):
     return soft_ce(logits, teacher_p), acc1, acc5
 
 
-def head_losses(kind, heads, target, x, n_heads):
-    """Per-head loss and top-1/top-5 agreement with the target's argmax."""
+def head_losses(kind, heads, target, x, n_heads, start=0):
+    """Per-head loss and top-1/top-5 agreement with the target's argmax, over the positions from
+    `start` on (the context before them still counts)."""
     with torch.no_grad():
         logits, h, _, _ = target(x)
         p = F.softmax(logits, dim=-1)              # [B, T, V]
@@ -153,7 +209,7 @@ def head_losses(kind, heads, target, x, n_heads):
             z = heads.head(k, h[:, :n], path)
         lg = F.linear(z, W)                        # tied, frozen LM head
         teacher = p[:, s - 1:s - 1 + n]
-        loss, a1, a5 = distill(lg, teacher)
+        loss, a1, a5 = distill(lg[:, start:], teacher[:, start:])
         losses.append(loss)
         acc1.append(a1)
         acc5.append(a5)
@@ -236,11 +292,17 @@ def export_hydra(heads, W, n_heads, out_dir):
 
 
 def main():
-    ap = drafter_args(argparse.ArgumentParser(), steps=400, seq=512, batch=8, lr=1e-3, seed=4321, threads=2)
+    ap = drafter_args(argparse.ArgumentParser(), steps=400, seq=256, batch=16, lr=1e-3, seed=4321, threads=2)
     ap.add_argument("--kind", choices=["medusa", "hydra"], required=True)
     ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--selfgen", type=int, default=256,
+                    help="self-generated sequences (96-token corpus prefix + 160 greedy target tokens) making up half of "
+                         "every batch, as Chimera trains; 0 = corpus windows only")
     a = ap.parse_args()
     target, cfg, train, valid = drafter_setup(a)
+    gen = selfgen_sequences(a.work, target, train, a.selfgen, a.kind) if a.selfgen else None
+    if gen is not None:
+        assert gen.shape[1] >= a.seq, "self-generated sequences are shorter than --seq"
     D = cfg.d_model
     heads = MedusaHeads(D, a.heads) if a.kind == "medusa" else HydraHeads(D, a.heads)
     opt = torch.optim.AdamW(heads.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
@@ -249,7 +311,7 @@ def main():
     weights = [0.8 ** k for k in range(a.heads)]
 
     def train_step(step):
-        x, _ = batch_at(train, step, a.seed, a.batch, a.seq)
+        x = mixed_batch(train, gen, step, a.seed, a.batch, a.seq)
         losses, acc1, _ = head_losses(a.kind, heads, target, x, a.heads)
         loss = sum(w * l for w, l in zip(weights, losses))
         return loss, {"acc1": [round(v, 3) for v in acc1]}, f"top1 {' '.join(f'{v:.2f}' for v in acc1)}"
@@ -269,6 +331,11 @@ def main():
             acc5s += np.array(a5)
             n += 1
     acc1s, acc5s = acc1s / n, acc5s / n
+    # the same agreement on text like decoding sees: held-out prefixes, then the target's own
+    # greedy continuation (positions inside the 160 generated tokens)
+    with torch.no_grad():
+        vgen = torch.from_numpy(greedy_continuations(target, valid, 16, 96, 160, SELFGEN_SEED + 1).astype(np.int64))
+        _, g1, _ = head_losses(a.kind, heads, target, vgen, a.heads, start=95)
     out_dir = os.path.join(a.model_dir, "heads")
     os.makedirs(out_dir, exist_ok=True)
     W = target.embed.weight.detach()
@@ -282,12 +349,16 @@ def main():
         "files": {f: os.path.getsize(os.path.join(out_dir, f)) for f in files},
         "parameters": int(n_params), "lm_head": "tied to the target embedding (frozen)",
         "training": {"steps": step, "seq": a.seq, "batch": a.batch, "lr": a.lr, "minutes": round(elapsed / 60, 1),
-                     "labels": "self-distillation: target softmax at the matching position"},
+                     "labels": "self-distillation: target softmax at the matching position",
+                     "data": (f"half corpus windows, half {a.selfgen} self-generated sequences (96-token corpus prefix + "
+                              "160 greedy target tokens)") if a.selfgen else "corpus windows"},
         "heldout_top1": [round(float(v), 4) for v in acc1s], "heldout_top5": [round(float(v), 4) for v in acc5s],
+        "heldout_greedy_top1": [round(float(v), 4) for v in g1],
         "offsets": [f"t+{k + 2}" for k in range(a.heads)],
     }
     json.dump(manifest, open(os.path.join(out_dir, f"{a.kind}.json"), "w"), indent=2)
-    print(f"[{a.kind}] held-out top-1 {acc1s.round(3).tolist()} top-5 {acc5s.round(3).tolist()}", flush=True)
+    print(f"[{a.kind}] held-out top-1 {acc1s.round(3).tolist()} top-5 {acc5s.round(3).tolist()}, "
+          f"on greedy continuations top-1 {np.round(g1, 3).tolist()}", flush=True)
 
 
 if __name__ == "__main__":
