@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import NEG, RMSNorm, rotate_half  # noqa: E402
-from heads import ResBlock, distill, drafter_args, drafter_setup, EMBED_FILE, mixed_batch, selfgen_sequences  # noqa: E402
+from heads import ResBlock, distill, drafter_args, drafter_setup, EMBED_FILE, greedy_continuations, mixed_batch, selfgen_sequences  # noqa: E402
 from export import retie_lm_head, sha256  # noqa: E402
 from loop import train_resumable  # noqa: E402
 
@@ -197,8 +197,6 @@ def depth_losses(model, target, x, first=1):
     return losses, acc1, acc5
 
 
-# -- self-generated data ------------------------------------------------------------------------
-@torch.no_grad()
 # -- export ------------------------------------------------------------------------------------
 class ProjectExport(nn.Module):
     def __init__(self, m):

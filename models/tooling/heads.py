@@ -118,6 +118,7 @@ def drafter_setup(a):
     return target, cfg, train, valid
 
 
+@torch.no_grad()
 def greedy_continuations(target, data, n, prefix, new, seed, batch=64):
     """n sequences: a random `prefix`-token corpus window followed by the target's own greedy
     continuation of `new` tokens (what the drafter sees at run time: a prompt, then the target's
