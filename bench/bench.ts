@@ -3,7 +3,7 @@
 // available drafter measured in the same run (interleaved), plus transformers.js on the same
 // standard-layout ONNX file as a peer, plus plain decoding through the HTTP server to show its
 // overhead. Writes bench/results/bench.{json,md,html}.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,7 +28,7 @@ const program = new Command()
   .option('--drafters <list>', 'comma-separated drafters (default: all available)')
   .option('--max-draft-tokens <n>', 'draft budget per step', (v) => parseInt(v, 10), 8)
   .option('--draft-policy <name>', "the engine's draft policy: goodput (the server's default) or static (every drafter at its full budget, deterministic drafting)", 'goodput')
-  .option('--provider <name>', 'execution provider for specserve: cpu (the default, as published), cuda, or auto', 'cpu')
+  .addOption(new Option('--provider <name>', 'execution provider for specserve (cpu is the one published)').choices(['cpu', 'cuda', 'auto']).default('cpu'))
   .option('--spin-threads', "let onnxruntime's idle threads spin, as transformers.js's onnxruntime does by default (the server's default is off)", false)
   .option('--no-peer', 'skip transformers.js')
   .option('--no-server', 'skip the through-the-server measurement')
@@ -124,7 +124,7 @@ async function main() {
   const plainIds = new Map<number, number[]>();
   const checked = new Map<string, { runs: number; differing: number }>();
   const checkIdentity = (m: string, pi: number, cell: Cell) => {
-    if (m === 'transformers.js' || !cell.ids) return;
+    if (!cell.ids) return; // the peer's runs carry no ids
     const ref = plainIds.get(pi);
     if (!ref) { plainIds.set(pi, cell.ids); return; }
     const c = checked.get(m) ?? { runs: 0, differing: 0 };
@@ -177,7 +177,7 @@ async function main() {
     });
   }
 
-  const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens, undefined, o.provider) : null;
+  const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens, { provider: o.provider }) : null;
   await engine.close();
   const kv = o.kv ? await kvBench(o.model, o.threads) : null;
   // the same measures on 8 other prompts (offsets half a spacing on): a check that the staircase is

@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createEngine } from '../src/engine/index.ts';
+import type { EngineOptions } from '../src/engine/options.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -43,7 +44,8 @@ async function streamTokens(base: string, model: string, prompt: string, maxToke
   return tokens;
 }
 
-export async function serverThroughput(modelDir: string, threads: number, prompts: string[], maxTokens: number, port = 8799, provider: 'cpu' | 'cuda' | 'auto' = 'cpu') {
+export async function serverThroughput(modelDir: string, threads: number, prompts: string[], maxTokens: number,
+  { port = 8799, provider = 'cpu' }: { port?: number; provider?: EngineOptions['provider'] } = {}) {
   const model = path.basename(modelDir);
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli.ts'), '--model', modelDir, '--port', String(port), '--threads', String(threads), '--provider', provider, '--log-level', 'warn'], {
     cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'],

@@ -21,7 +21,10 @@ import { fileURLToPath } from 'node:url';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ORT_CUDA13 = '1.29.0';
 const PROVIDER_PACKAGE = 'com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9';
-const BIN = path.join(ROOT, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v6', 'linux', 'x64');
+const ORT_DIR = path.join(ROOT, 'node_modules', 'onnxruntime-node');
+// where onnxruntime-node loads providers from (src/engine/runner.ts looks for the CUDA one there)
+const BIN = path.join(ORT_DIR, 'bin', 'napi-v6', 'linux', 'x64');
+const PACKAGED = path.join('package', 'Plugins', 'Linux', 'x64'); // inside the provider package
 
 const args = process.argv.slice(2);
 const at = args.indexOf('--cuda');
@@ -30,12 +33,12 @@ if (cuda !== '12' && cuda !== '13') fail(`--cuda must be 12 or 13, got ${JSON.st
 if (process.platform !== 'linux' || process.arch !== 'x64') fail(`the CUDA provider is set up for linux-x64 only (this is ${process.platform}-${process.arch})`);
 
 const npm = (...a) => execFileSync('npm', a, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' } });
-const ortVersion = () => JSON.parse(readFileSync(path.join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')).version;
+const ortVersion = () => JSON.parse(readFileSync(path.join(ORT_DIR, 'package.json'), 'utf8')).version;
 
 if (cuda === '12') {
   step(`onnxruntime-node ${ortVersion()}: fetching its CUDA 12 provider with its own installer (network access to NuGet needed)`);
-  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'onnxruntime-node', 'script', 'install.js')], {
-    cwd: path.join(ROOT, 'node_modules', 'onnxruntime-node'), stdio: 'inherit', env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'cuda12' },
+  execFileSync(process.execPath, [path.join(ORT_DIR, 'script', 'install.js')], {
+    cwd: ORT_DIR, stdio: 'inherit', env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'cuda12' },
   });
 } else {
   if (ortVersion() !== ORT_CUDA13) {
@@ -50,9 +53,9 @@ if (cuda === '12') {
   try {
     step(`fetching ${PROVIDER_PACKAGE} from the npm registry (about 180 MB)`);
     const tgz = npm('pack', PROVIDER_PACKAGE, '--pack-destination', tmp, '--silent').trim().split('\n').pop();
-    execFileSync('tar', ['xzf', path.join(tmp, tgz), '-C', tmp, 'package/Plugins/Linux/x64'], { stdio: 'inherit' });
+    execFileSync('tar', ['xzf', path.join(tmp, tgz), '-C', tmp, PACKAGED], { stdio: 'inherit' });
     for (const lib of ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so']) {
-      copyFileSync(path.join(tmp, 'package', 'Plugins', 'Linux', 'x64', lib), path.join(BIN, lib));
+      copyFileSync(path.join(tmp, PACKAGED, lib), path.join(BIN, lib));
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
