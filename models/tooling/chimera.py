@@ -58,9 +58,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import NEG, RMSNorm, rotate_half  # noqa: E402
-from heads import ResBlock, distill, drafter_args, drafter_setup, EMBED_FILE, greedy_continuations, mixed_batch, selfgen_sequences  # noqa: E402
+from heads import ResBlock, distill, draft_vocab, drafter_args, drafter_setup, EMBED_FILE, greedy_continuations, mixed_batch, selfgen_sequences  # noqa: E402
 from export import retie_lm_head, sha256  # noqa: E402
 from loop import train_resumable  # noqa: E402
+from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_model  # noqa: E402
 
 TOPK = 10
 FFN = 512
@@ -294,10 +295,11 @@ WEIGHTS_FILE = "chimera.bin"
 
 
 def share_initializers(paths, E, out_dir):
-    """Every graph's weights go to external data: the embedding / LM head to embed.f32 (the same
-    bytes as heads/embed.f32), everything else to one content-addressed chimera.bin, so the graphs
-    (one per draft depth, and the project graph) share each weight once. The run time hands both
-    files to onnxruntime in memory (SessionOptions.externalData)."""
+    """Weights become int8 (quantize.py), then every graph's weights go to external data: the
+    embedding to embed.f32 (the same bytes as heads/embed.f32), everything else to one
+    content-addressed chimera.bin, so the graphs (one per draft depth, and the project graph) share
+    each weight once. The run time hands both files to onnxruntime in memory
+    (SessionOptions.externalData)."""
     Eb = E.numpy().astype("<f4").tobytes()
     blob, where = bytearray(), {}
     for p in paths:
@@ -314,6 +316,7 @@ def share_initializers(paths, E, out_dir):
                         other.input[j] = node.input[0]
             mo.graph.node.remove(node)
         retie_lm_head(mo, "W")
+        quantize_model(mo, out_dir)  # int8 weights (quantize.py): a draft call is bound by weight bytes
         onnx.checker.check_model(mo)
         for init in mo.graph.initializer:
             arr = onnx.numpy_helper.to_array(init)
@@ -344,12 +347,6 @@ def draft_inputs(S, C, N, D, KV, hd):
     return (torch.randn(S, C, KV, hd), torch.randn(S, C, KV, hd), torch.zeros(S, C), torch.randn(S, N, D),
             torch.arange(N).repeat(S, 1) + C, torch.zeros(S, N), torch.randn(S, D),
             torch.zeros(S, 3, dtype=torch.int64), torch.full((S,), C + N, dtype=torch.int64))
-
-
-def draft_vocab(train, size):
-    """The `size` most frequent corpus tokens (ascending ids)."""
-    cnt = np.bincount(train, minlength=4096)
-    return torch.from_numpy(np.sort(np.argsort(-cnt, kind="stable")[:size])).long()
 
 
 def export(model, E, out_dir, draft_depths, vocab):
@@ -493,7 +490,8 @@ def main():
         },
         "parameters": int(n_params),
         "parameters_detail": {name: int(p.numel()) for name, p in model.named_parameters()},
-        "lm_head": "the target's tied embedding, frozen, shared as heads/embed.f32",
+        "lm_head": "the target's tied embedding, frozen, restricted to the draft vocabulary",
+        "weights": QUANT_DESCRIPTION + "; held-out figures are of the fp32 module",
         "training": {"steps": step, "seq": a.seq, "batch": a.batch, "lr": a.lr, "threads": a.threads,
                      "data": (f"half corpus windows, half {a.selfgen} self-generated sequences (96-token corpus prefix + "
                               "160 greedy target tokens)") if a.selfgen else "corpus windows",

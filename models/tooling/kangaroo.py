@@ -41,6 +41,7 @@ from model import Attention, RMSNorm, causal_bias, rotate_half  # noqa: E402
 from export import sha256  # noqa: E402
 from heads import EMBED_FILE, drafter_args, drafter_setup, share_embedding, soft_ce  # noqa: E402
 from loop import train_resumable  # noqa: E402
+from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_graph  # noqa: E402
 from train import batch_at  # noqa: E402
 
 OPSET = 17
@@ -168,6 +169,9 @@ def export_all(m, adapter, l, out_dir):
     torch.onnx.export(DraftExport(m, adapter, l), (ids, pos, bias, *past), path, input_names=ins, output_names=outs,
                       dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
     share_embedding(path, m.embed.weight.detach(), EMBED_NAME)
+    # int8 adapter and LM head (quantize.py: a draft call is bound by weight bytes); the shallow
+    # layers stay fp32, bit for bit the target's: the engine verifies with their states and K/V
+    quantize_graph(path, exact=[o for o in outs if o == "hidden_shallow" or o.startswith("new_key_values.")])
 
     # adapter K/V for rows the engine computed
     path = os.path.join(out_dir, "adapter.onnx")
@@ -175,7 +179,7 @@ def export_all(m, adapter, l, out_dir):
                       input_names=["hidden_shallow", "position_ids"], output_names=["adapter_new.key", "adapter_new.value"],
                       dynamic_axes={"hidden_shallow": bt, "position_ids": bt, "adapter_new.key": bt, "adapter_new.value": bt},
                       opset_version=OPSET, do_constant_folding=True)
-    onnx.checker.check_model(path)
+    quantize_graph(path)  # the same int8 adapter weights as draft.onnx's (same weights, same rounding)
 
     # deep layers
     ins = ["hidden_shallow", "position_ids", "attention_bias"]
@@ -289,6 +293,7 @@ def main():
         "files": {f: {"bytes": os.path.getsize(os.path.join(out_dir, f)), "sha256": sha256(os.path.join(out_dir, f))} for f in files},
         "parameters": int(n_params), "medusa_parameters": medusa_params,
         "lm_head": "tied to the target embedding (frozen)",
+        "weights": "adapter and LM head: " + QUANT_DESCRIPTION + "; the shallow layers fp32, the target's own; held-out figures are of the fp32 adapter",
         "training": {"steps": step, "seq": a.seq, "batch": a.batch, "lr": a.lr, "minutes": round(elapsed / 60, 1),
                      "labels": "self-distillation: target softmax at the same position"},
         "heldout_top1": round(float(np.mean(accs)), 4),

@@ -1,0 +1,163 @@
+"""int8 weights for the drafters' graphs.
+
+usage: /usr/bin/python3 models/tooling/quantize.py GRAPH.onnx [...] [--exact OUTPUT ...]
+
+At this model size a drafter's onnxruntime call is bound by reading its weights, not by arithmetic:
+the draft rows are a handful, so every MatMul streams its whole weight matrix from memory for a few
+dot products each, and a drafter's weights next to the target's (22 MB) no longer fit in the CPU's
+cache between steps. Hydra's four heads read ~16 MB a step in fp32 and took ~2 ms of a ~6 ms step.
+
+Every MatMul / Gemm whose weight is a constant becomes com.microsoft MatMulNBits: 8-bit weights,
+symmetric, one fp32 scale per block of 32 inputs, and accuracy_level 4 (int8 compute: each
+activation row is quantized per block on its own, so a row's result does not depend on the other
+rows of the call and a sequence's draft does not depend on its batch). About 28% of the fp32 bytes;
+drafts change a little, losslessness does not (the target verifies every draft token at full
+precision). `--scheme int8` gives DynamicQuantizeMatMul instead (one activation scale for the
+whole tensor: batch-dependent drafts; kept for comparison).
+
+Nodes that feed an `--exact` output keep their fp32 weights: Kangaroo's draft graph runs the
+target's own shallow layers, and the engine verifies with their states and K/V, so those must be the
+target's to the bit; only its adapter and LM head are quantized.
+
+The graph is edited in place. Weights kept in external data stay there (the file is loaded without
+them); quantized weights are stored inline.
+"""
+import argparse
+import os
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+SCHEME = "nbits"
+NBITS = 8
+BLOCK = 32
+# MatMulNBits' int8 compute: each activation row is quantized per block of its own, so a row's
+# result does not depend on the other rows of the call (DynamicQuantizeMatMul quantizes the whole
+# activation tensor with one scale: a sequence's draft would change with the batch it runs in)
+ACCURACY_LEVEL = 4
+DESCRIPTION = ("8-bit weights in blocks of 32, int8 compute (com.microsoft MatMulNBits, accuracy_level 4; "
+               "models/tooling/quantize.py)")
+
+
+def nbits_blocks(Bt, bits, block):
+    """Bt [N, K] (one row per output column) -> MatMulNBits' B [N, blocks, block*bits/8] uint8 and
+    scales [N * blocks]: symmetric per block of `block` inputs, codes offset by 2^(bits-1) (the
+    default zero point), two 4-bit codes a byte, low nibble first."""
+    N, K = Bt.shape
+    nb = -(-K // block)
+    pad = np.zeros((N, nb * block), np.float32)
+    pad[:, :K] = Bt
+    blk = pad.reshape(N, nb, block)
+    qmax = 2 ** (bits - 1) - 1
+    scale = np.maximum(np.abs(blk).max(axis=2), 1e-12) / qmax
+    q = (np.clip(np.round(blk / scale[..., None]), -qmax, qmax) + 2 ** (bits - 1)).astype(np.uint8)
+    codes = q if bits == 8 else (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return codes, scale.reshape(-1).astype(np.float32)
+
+
+def int8_columns(B):
+    """B [K, N] -> (int8 codes [K, N], scale [N]); symmetric, per output column."""
+    scale = np.maximum(np.abs(B).max(axis=0), 1e-12) / 127.0
+    q = np.clip(np.round(B / scale), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+def ancestors(graph, outputs):
+    """Indices of the nodes whose results reach any of `outputs`."""
+    nodes = list(graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    seen, stack = set(), list(outputs)
+    while stack:
+        i = producer.get(stack.pop())
+        if i is None or i in seen:
+            continue
+        seen.add(i)
+        stack.extend(nodes[i].input)
+    return seen
+
+
+def quantize_model(mo, base, exact=(), scheme=SCHEME):
+    """Quantizes the ModelProto `mo` in place (external weights are read from the folder `base`);
+    returns (weights quantized, weights kept fp32 for `exact`)."""
+    g = mo.graph
+    init = {i.name: i for i in g.initializer}
+    keep = ancestors(g, list(exact)) if exact else set()
+    made, done, kept = {}, 0, 0
+    nodes = []
+    for idx, n in enumerate(g.node):
+        if n.op_type not in ("MatMul", "Gemm") or len(n.input) < 2 or n.input[1] not in init:
+            nodes.append(n)
+            continue
+        if idx in keep:
+            kept += 1
+            nodes.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            nodes.append(n)
+            continue
+        trans = n.op_type == "Gemm" and attrs.get("transB", 0)
+        wname = n.input[1]
+        key = (wname, bool(trans))
+        if key not in made:  # one quantized copy per weight, however many nodes use it
+            B = numpy_helper.to_array(init[wname], base_dir=base).astype(np.float32)
+            if B.ndim != 2:
+                nodes.append(n)
+                continue
+            B = B.T if trans else B                                    # [K, N]
+            stem = f"{wname}{'_T' if trans else ''}_{scheme}"
+            if scheme == "int8":
+                q, sc = int8_columns(B)
+                g.initializer.extend([numpy_helper.from_array(q, stem), numpy_helper.from_array(sc, stem + "_scale"),
+                                      numpy_helper.from_array(np.zeros(q.shape[1], np.int8), stem + "_zero")])
+            else:
+                q, sc = nbits_blocks(np.ascontiguousarray(B.T), NBITS, BLOCK)
+                g.initializer.extend([numpy_helper.from_array(q, stem), numpy_helper.from_array(sc, stem + "_scale")])
+            made[key] = (stem, B.shape)
+        stem, (K, N) = made[key]
+        name = (n.name or n.output[0]) + "_" + scheme
+        bias = n.input[2] if n.op_type == "Gemm" and len(n.input) > 2 and n.input[2] else None
+        if scheme == "int8":
+            nodes.append(helper.make_node("DynamicQuantizeMatMul", [n.input[0], stem, stem + "_scale", stem + "_zero", *([bias] if bias else [])],
+                                          list(n.output), domain="com.microsoft", name=name))
+        else:
+            out = n.output[0] + "_nobias" if bias else n.output[0]
+            nodes.append(helper.make_node("MatMulNBits", [n.input[0], stem, stem + "_scale"], [out], domain="com.microsoft", name=name,
+                                          K=K, N=N, bits=NBITS, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL))
+            if bias:
+                nodes.append(helper.make_node("Add", [out, bias], [n.output[0]], name=name + "_bias"))
+        done += 1
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {x for n in g.node for x in n.input}
+    for i in list(g.initializer):
+        if i.name not in used:
+            g.initializer.remove(i)
+    if done and not any(o.domain == "com.microsoft" for o in mo.opset_import):
+        mo.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return done, kept
+
+
+def quantize_graph(path, exact=(), scheme=SCHEME):
+    """Quantizes the graph file `path` in place, leaving external data where it is."""
+    mo = onnx.load(path, load_external_data=False)
+    done, kept = quantize_model(mo, os.path.dirname(os.path.abspath(path)), exact, scheme)
+    onnx.save(mo, path)
+    onnx.checker.check_model(path)
+    return done, kept
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("graphs", nargs="+")
+    ap.add_argument("--exact", nargs="*", default=[], help="outputs whose producers keep fp32 weights")
+    ap.add_argument("--scheme", choices=["nbits", "int8"], default=SCHEME)
+    a = ap.parse_args()
+    for p in a.graphs:
+        done, kept = quantize_graph(p, a.exact, a.scheme)
+        print(f"[quantize] {p}: {done} weights to int8, {kept} kept fp32, {os.path.getsize(p)} bytes", flush=True)
+
+
+if __name__ == "__main__":
+    main()
