@@ -19,12 +19,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
-import { rerank, type Candidate } from '../tree.ts';
+import { rerank, sharpen, type Candidate } from '../tree.ts';
 
 /** Candidates per depth (the path node and its best siblings). Defaults to `4`. */
 export const CHIMERA_BRANCH = 4;
 /**
- * Sharpening of the drafter's per-depth distribution (renormalised over its top-10) before the
+ * Sharpening of the drafter's per-depth distribution (renormalised over its top-10, `sharpen`) before the
  * rerank: p^a / sum p^a. Distilled on the target's soft distribution, the drafter's top-1 is
  * right ~80% of the time on greedy text but carries far less probability, so raw cumulative scores
  * keep shallow siblings over the deeper path nodes that are accepted more often. Measured on the
@@ -222,6 +222,7 @@ export class ChimeraDrafter implements Drafter {
     const ids = out.topk_ids.data as BigInt64Array; // [S, K, k]
     const lps = out.topk_logprobs.data as Float32Array;
     const k = (out.topk_ids.dims as number[])[2];
+    sharpen(lps, k, CHIMERA_SHARPEN);
     const newKeys = out.new_keys.data as Float32Array; // [S, N, KV, hd]
     const newValues = out.new_values.data as Float32Array;
     const trees = new Map<DraftContext, DraftTree | null>();
@@ -235,13 +236,8 @@ export class ChimeraDrafter implements Drafter {
       for (let d = 0; d < depth; d++) {
         const o = (s * K + d) * k;
         const first = cands.length;
-        let lse = -Infinity; // log sum over the top-k of p^a
-        for (let c = 0; c < k; c++) {
-          const x = CHIMERA_SHARPEN * lps[o + c];
-          lse = Math.max(lse, x) + Math.log1p(Math.exp(-Math.abs(lse - x)));
-        }
         for (let c = 0; c < Math.min(CHIMERA_BRANCH, k); c++) {
-          cands.push({ token: Number(ids[o + c]), parent, score: base + CHIMERA_SHARPEN * lps[o + c] - lse, depth: d + 1 });
+          cands.push({ token: Number(ids[o + c]), parent, score: base + lps[o + c], depth: d + 1 });
         }
         parent = first;
         base = cands[first].score;

@@ -7,12 +7,16 @@ import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { DraftContext, Drafter, DraftTree } from '../Drafter.ts';
 import { headSession, loadManifest, type HeadsManifest } from '../medusa/index.ts';
-import { rerank, type Candidate } from '../tree.ts';
+import { rerank, sharpen, type Candidate } from '../tree.ts';
 
 /** Children per expanded node. Defaults to `4`. */
 export const HYDRA_BRANCH = 4;
 /** Frontier nodes expanded per depth and sequence. Defaults to `4`. */
 export const HYDRA_BEAM = 4;
+/** Sharpening of the heads' log-probabilities before they rank tree nodes (see `sharpen`): with 8
+ *  draft nodes, mean acceptance length on the bench prompts 2.47 at 1, 3.05 at 1.5, 3.16 at 2, 3.10 at 3.
+ *  Defaults to `2`. */
+export const HYDRA_SHARPEN = 2;
 /** Stop growing a sequence's tree once its best frontier path is less likely than this: each
  *  further depth costs one head call, which at small model sizes is a real share of a step.
  *  Defaults to `0.1`. */
@@ -69,6 +73,7 @@ export class HydraDrafter implements Drafter {
       const ids = out.topk_ids.data as BigInt64Array; // [N, k]
       const lps = out.topk_logprobs.data as Float32Array;
       const k = (out.topk_ids.dims as number[])[1];
+      sharpen(lps, k, HYDRA_SHARPEN);
       for (const w of work) w.frontier = [];
       const next = new Map<Work, number[]>();
       rows.forEach((r, i) => {

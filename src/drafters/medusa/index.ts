@@ -6,10 +6,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
-import { rerank, type Candidate } from '../tree.ts';
+import { rerank, sharpen, type Candidate } from '../tree.ts';
 
 /** Children considered per node and head. Defaults to `4`. */
 export const MEDUSA_BRANCH = 4;
+/** Sharpening of the heads' log-probabilities before they rank tree nodes (see `sharpen`): with 8
+ *  draft nodes, mean acceptance length on the bench prompts 1.68 at 1, 1.75 at 2, 1.60 at 3.
+ *  Defaults to `2`. */
+export const MEDUSA_SHARPEN = 2;
 
 export interface HeadsManifest {
   kind: string;
@@ -56,6 +60,7 @@ export class MedusaDrafter implements Drafter {
     const ids = out.topk_ids.data as BigInt64Array; // [N, K, k]
     const lps = out.topk_logprobs.data as Float32Array;
     const [, K, k] = out.topk_ids.dims as number[];
+    sharpen(lps, k, MEDUSA_SHARPEN);
     const trees = new Map<DraftContext, DraftTree | null>();
     rows.forEach((ctx, n) => {
       const cands: Candidate[] = [];
