@@ -25,9 +25,9 @@ const program = new Command()
   .option('--port <n>', 'port for the server under test', (v) => parseInt(v, 10), 8765)
   .option('--model <dir>', 'model folder', path.join(ROOT, 'models', 'specserve-tiny'))
   .option('--concurrency <list>', 'concurrency levels', '1,4,16,32')
-  .option('--seconds <n>', 'length of each measured run (a level, one decoding mode, one round): clients send requests back to back until it ends', (v) => parseFloat(v), 8)
+  .option('--seconds <n>', 'length of each measured run (a level, one decoding mode, one round): clients send requests back to back until it ends', (v) => parseFloat(v), 4)
   .option('--settle <n>', 'seconds at the start of each run not counted (every client starts at once)', (v) => parseFloat(v), 1)
-  .option('--rounds <n>', 'rounds per level, plain and speculative alternating; medians are reported', (v) => parseInt(v, 10), 4)
+  .option('--rounds <n>', 'rounds per level, plain and speculative alternating; medians are reported', (v) => parseInt(v, 10), 8)
   .option('--max-tokens <n>', 'tokens per streamed request (the same as npm run bench)', (v) => parseInt(v, 10), 128)
   .option('--drafter <name>', 'drafter for the speculative runs', 'prompt-lookup')
   .option('--autocannon-seconds <n>', 'duration of the non-streaming run', (v) => parseInt(v, 10), 10)
@@ -104,6 +104,15 @@ async function startServer(port: number, model: string): Promise<ChildProcess> {
     throw err;
   }
   return child;
+}
+
+/** The command that reproduces this run: the options that differ from their defaults (not where
+ *  the results go or which port the server uses). */
+function commandLine(o: Record<string, unknown>): string {
+  const args = program.options
+    .filter((opt) => opt.long && !['--out', '--port'].includes(opt.long) && o[opt.attributeName()] !== opt.defaultValue)
+    .map((opt) => `${opt.long} ${o[opt.attributeName()]}`);
+  return `npm run loadtest${args.length ? ` -- ${args.join(' ')}` : ''}`;
 }
 
 async function main() {
@@ -206,7 +215,7 @@ async function main() {
       }),
     );
     let md = `### Load test (${date})\n\nServer on ${HOST}, ${o.maxTokens} tokens per streamed request, each client sending requests back to back for ${o.seconds} s per level, decoding mode and round (aggregate tokens/s counted after the first ${o.settle} s, while every client is busy), ${o.rounds} rounds (each visits every level, plain and speculative back to back, alternating which goes first) after an untimed warm-up; tokens/s and the ratios are medians over rounds (the ratio's range in brackets); machine: ${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}.\n`;
-    md += `Command: \`npm run loadtest\`\n\n`;
+    md += `Command: \`${commandLine(o)}\`\n\n`;
     md += mdTable(['concurrency', 'decoding', 'aggregate tok/s (median)', 'vs plain (median of rounds, range)', 'TTFT p50 ms', 'TTFT p95 ms', 'ITL p50 ms', 'max gap ms', 'accept rate'], rows);
     if (levels.length > 1) {
       md += `\nPlain scaling, aggregate tokens/s over concurrency ${levels[0]} within each round (median, range): ` +
