@@ -1,4 +1,4 @@
-"""int8 weights for the drafters' graphs.
+"""8-bit weights for the drafters' graphs.
 
 usage: /usr/bin/python3 models/tooling/quantize.py GRAPH.onnx [...] [--exact OUTPUT ...]
 
@@ -12,8 +12,8 @@ symmetric, one fp32 scale per block of 32 inputs, and accuracy_level 4 (int8 com
 activation row is quantized per block on its own, so a row's result does not depend on the other
 rows of the call and a sequence's draft does not depend on its batch). About 28% of the fp32 bytes;
 drafts change a little, losslessness does not (the target verifies every draft token at full
-precision). `--scheme int8` gives DynamicQuantizeMatMul instead (one activation scale for the
-whole tensor: batch-dependent drafts; kept for comparison).
+precision). DynamicQuantizeMatMul, tried first, quantizes the whole activation tensor with one
+scale: a sequence's draft then depended on its batch.
 
 Nodes that feed an `--exact` output keep their fp32 weights: Kangaroo's draft graph runs the
 target's own shallow layers, and the engine verifies with their states and K/V, so those must be the
@@ -29,12 +29,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-SCHEME = "nbits"
 NBITS = 8
 BLOCK = 32
 # MatMulNBits' int8 compute: each activation row is quantized per block of its own, so a row's
-# result does not depend on the other rows of the call (DynamicQuantizeMatMul quantizes the whole
-# activation tensor with one scale: a sequence's draft would change with the batch it runs in)
+# result does not depend on the other rows of the call
 ACCURACY_LEVEL = 4
 DESCRIPTION = ("8-bit weights in blocks of 32, int8 compute (com.microsoft MatMulNBits, accuracy_level 4; "
                "models/tooling/quantize.py)")
@@ -56,13 +54,6 @@ def nbits_blocks(Bt, bits, block):
     return codes, scale.reshape(-1).astype(np.float32)
 
 
-def int8_columns(B):
-    """B [K, N] -> (int8 codes [K, N], scale [N]); symmetric, per output column."""
-    scale = np.maximum(np.abs(B).max(axis=0), 1e-12) / 127.0
-    q = np.clip(np.round(B / scale), -127, 127).astype(np.int8)
-    return q, scale.astype(np.float32)
-
-
 def ancestors(graph, outputs):
     """Indices of the nodes whose results reach any of `outputs`."""
     nodes = list(graph.node)
@@ -77,7 +68,7 @@ def ancestors(graph, outputs):
     return seen
 
 
-def quantize_model(mo, base, exact=(), scheme=SCHEME):
+def quantize_model(mo, base, exact=()):
     """Quantizes the ModelProto `mo` in place (external weights are read from the folder `base`);
     returns (weights quantized, weights kept fp32 for `exact`)."""
     g = mo.graph
@@ -101,32 +92,23 @@ def quantize_model(mo, base, exact=(), scheme=SCHEME):
         wname = n.input[1]
         key = (wname, bool(trans))
         if key not in made:  # one quantized copy per weight, however many nodes use it
-            B = numpy_helper.to_array(init[wname], base_dir=base).astype(np.float32)
-            if B.ndim != 2:
+            W = numpy_helper.to_array(init[wname], base_dir=base).astype(np.float32)
+            if W.ndim != 2:
                 nodes.append(n)
                 continue
-            B = B.T if trans else B                                    # [K, N]
-            stem = f"{wname}{'_T' if trans else ''}_{scheme}"
-            if scheme == "int8":
-                q, sc = int8_columns(B)
-                g.initializer.extend([numpy_helper.from_array(q, stem), numpy_helper.from_array(sc, stem + "_scale"),
-                                      numpy_helper.from_array(np.zeros(q.shape[1], np.int8), stem + "_zero")])
-            else:
-                q, sc = nbits_blocks(np.ascontiguousarray(B.T), NBITS, BLOCK)
-                g.initializer.extend([numpy_helper.from_array(q, stem), numpy_helper.from_array(sc, stem + "_scale")])
-            made[key] = (stem, B.shape)
-        stem, (K, N) = made[key]
-        name = (n.name or n.output[0]) + "_" + scheme
+            Bt = np.ascontiguousarray(W if trans else W.T)              # [N, K]: one row per output
+            stem = f"{wname}{'_T' if trans else ''}_nbits"
+            q, sc = nbits_blocks(Bt, NBITS, BLOCK)
+            g.initializer.extend([numpy_helper.from_array(q, stem), numpy_helper.from_array(sc, stem + "_scale")])
+            made[key] = (stem, Bt.shape)
+        stem, (N, K) = made[key]
+        name = (n.name or n.output[0]) + "_nbits"
         bias = n.input[2] if n.op_type == "Gemm" and len(n.input) > 2 and n.input[2] else None
-        if scheme == "int8":
-            nodes.append(helper.make_node("DynamicQuantizeMatMul", [n.input[0], stem, stem + "_scale", stem + "_zero", *([bias] if bias else [])],
-                                          list(n.output), domain="com.microsoft", name=name))
-        else:
-            out = n.output[0] + "_nobias" if bias else n.output[0]
-            nodes.append(helper.make_node("MatMulNBits", [n.input[0], stem, stem + "_scale"], [out], domain="com.microsoft", name=name,
-                                          K=K, N=N, bits=NBITS, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL))
-            if bias:
-                nodes.append(helper.make_node("Add", [out, bias], [n.output[0]], name=name + "_bias"))
+        out = n.output[0] + "_nobias" if bias else n.output[0]
+        nodes.append(helper.make_node("MatMulNBits", [n.input[0], stem, stem + "_scale"], [out], domain="com.microsoft", name=name,
+                                      K=K, N=N, bits=NBITS, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL))
+        if bias:
+            nodes.append(helper.make_node("Add", [out, bias], [n.output[0]], name=name + "_bias"))
         done += 1
     del g.node[:]
     g.node.extend(nodes)
@@ -139,10 +121,10 @@ def quantize_model(mo, base, exact=(), scheme=SCHEME):
     return done, kept
 
 
-def quantize_graph(path, exact=(), scheme=SCHEME):
+def quantize_graph(path, exact=()):
     """Quantizes the graph file `path` in place, leaving external data where it is."""
     mo = onnx.load(path, load_external_data=False)
-    done, kept = quantize_model(mo, os.path.dirname(os.path.abspath(path)), exact, scheme)
+    done, kept = quantize_model(mo, os.path.dirname(os.path.abspath(path)), exact)
     onnx.save(mo, path)
     onnx.checker.check_model(path)
     return done, kept
@@ -152,11 +134,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("graphs", nargs="+")
     ap.add_argument("--exact", nargs="*", default=[], help="outputs whose producers keep fp32 weights")
-    ap.add_argument("--scheme", choices=["nbits", "int8"], default=SCHEME)
     a = ap.parse_args()
     for p in a.graphs:
-        done, kept = quantize_graph(p, a.exact, a.scheme)
-        print(f"[quantize] {p}: {done} weights to int8, {kept} kept fp32, {os.path.getsize(p)} bytes", flush=True)
+        done, kept = quantize_graph(p, a.exact)
+        print(f"[quantize] {p}: {done} weights to 8 bits, {kept} kept fp32, {os.path.getsize(p)} bytes", flush=True)
 
 
 if __name__ == "__main__":
