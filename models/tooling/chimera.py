@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import NEG, RMSNorm, rotate_half  # noqa: E402
-from heads import ResBlock, distill, draft_vocab, drafter_args, drafter_setup, EMBED_FILE, greedy_continuations, mixed_batch, selfgen_sequences  # noqa: E402
+from heads import DraftLMHead, ResBlock, distill, draft_vocab, drafter_args, drafter_setup, EMBED_FILE, greedy_continuations, mixed_batch, selfgen_sequences  # noqa: E402
 from export import retie_lm_head, sha256  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_model  # noqa: E402
@@ -224,8 +224,7 @@ class DraftExport(nn.Module):
         self.W = nn.Parameter(E.clone(), requires_grad=False)
         # draft vocabulary (EAGLE-3's reduced draft vocab): the LM head is most of a depth's weight
         # traffic, and the target's greedy output stays within the most frequent tokens
-        self.Wd = nn.Parameter(E[vocab].clone(), requires_grad=False)
-        self.register_buffer("vocab", vocab.clone(), persistent=False)
+        self.lm = DraftLMHead(E, vocab)
         inv = m.inv_freq
         self.register_buffer("inv2", torch.cat([inv, inv]), persistent=False)
         half = m.hd // 2
@@ -278,9 +277,7 @@ class DraftExport(nn.Module):
             y = torch.matmul(p[..., :C], values) + torch.matmul(p[..., C:], ev.permute(0, 2, 1, 3))   # [S, KV, g, hd]
             z = m.finish(c, y.view(-1, m.H * hd))
             u = hl[min(d, m.depths - 1)] + torch.matmul(z, heads[d][:, D:].t())   # deeper: the last head
-            lp = F.log_softmax(F.linear(u, self.Wd), dim=-1)
-            v, i = torch.topk(lp, TOPK, dim=-1)
-            i = F.embedding(i, self.vocab.unsqueeze(-1)).squeeze(-1)   # draft-vocab index -> token id
+            i, v = self.lm(u)                                        # top-10 token ids and log-probs
             ids.append(i)
             lps.append(v)
             if d + 1 < self.K:                                       # z stands in for the target state at this position
