@@ -45,22 +45,34 @@ interface Cell {
   decodeSteps: number;
   /** Draft steps the drafter ended on low confidence (Kangaroo's second early exit). */
   earlyStops: number;
+  /** Wall seconds as run (`seconds` becomes the paired estimate; this stays the raw sum). */
+  wallSeconds: number;
+  /** The engine's decode timing (DecodeTiming), summed. */
+  timedSteps: number;
+  draftMs: number;
+  forwardMs: number;
+  verifiedTokens: number;
   /** Generated token ids (only kept for the greedy identity check). */
   ids?: number[];
 }
 
-const emptyCell = (): Cell => ({ requests: 0, tokens: 0, seconds: 0, draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, earlyStops: 0 });
+const emptyCell = (): Cell => ({
+  requests: 0, tokens: 0, seconds: 0, draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, earlyStops: 0,
+  wallSeconds: 0, timedSteps: 0, draftMs: 0, forwardMs: 0, verifiedTokens: 0,
+});
 
 async function timeEngine(engine: LocalEngine, req: TextRequest): Promise<Cell> {
   const t0 = performance.now();
   let tokens = 0;
   let spec;
+  let timing;
   const ids: number[] = [];
   for await (const ev of engine.generateText(req)) {
     if (ev.type === 'text') ids.push(...ev.tokenIds);
     if (ev.type === 'done') {
       tokens = ev.completionTokens;
       spec = ev.speculation;
+      timing = ev.timing;
     }
   }
   const seconds = (performance.now() - t0) / 1000;
@@ -68,7 +80,8 @@ async function timeEngine(engine: LocalEngine, req: TextRequest): Promise<Cell> 
   return {
     requests: 1, tokens, seconds,
     draftSteps: spec?.draftSteps ?? 0, draftTokens: spec?.draftTokens ?? 0, acceptedTokens: spec?.acceptedTokens ?? 0,
-    decodeSteps, earlyStops: spec?.earlyStops ?? 0, ids,
+    decodeSteps, earlyStops: spec?.earlyStops ?? 0, ids, wallSeconds: seconds,
+    timedSteps: timing?.decodeSteps ?? 0, draftMs: timing?.draftMs ?? 0, forwardMs: timing?.forwardMs ?? 0, verifiedTokens: timing?.verifiedTokens ?? 0,
   };
 }
 
@@ -81,6 +94,11 @@ function add(a: Cell, b: Cell) {
   a.acceptedTokens += b.acceptedTokens;
   a.decodeSteps += b.decodeSteps;
   a.earlyStops += b.earlyStops;
+  a.wallSeconds += b.wallSeconds;
+  a.timedSteps += b.timedSteps;
+  a.draftMs += b.draftMs;
+  a.forwardMs += b.forwardMs;
+  a.verifiedTokens += b.verifiedTokens;
 }
 
 async function main() {
@@ -117,7 +135,8 @@ async function main() {
     if (m !== 'transformers.js') return timeEngine(engine, req(p.prompt, m === 'plain' ? 'none' : m, o.maxTokens, o.maxDraftTokens));
     const t0 = performance.now();
     const tokens = await peer!.generate(p.prompt, o.maxTokens);
-    return { ...emptyCell(), requests: 1, tokens, seconds: (performance.now() - t0) / 1000 };
+    const seconds = (performance.now() - t0) / 1000;
+    return { ...emptyCell(), requests: 1, tokens, seconds, wallSeconds: seconds };
   };
   // Greedy losslessness, checked on every timed run: each method's tokens must equal plain
   // decoding's on the same prompt, on whatever provider the bench runs.
@@ -198,6 +217,7 @@ async function main() {
       results[m][c] = {
         tokensPerSecond: tps(cell), speedup, meanAcceptanceLength: mal, acceptanceRate: rate, earlyStopFraction: early,
         tokens: cell.tokens, seconds: cell.seconds,
+        step: cell.timedSteps ? stepTiming(cell) : null,
       };
       if (c === 'overall' || m !== 'transformers.js') {
         rows.push([
@@ -213,6 +233,7 @@ async function main() {
   md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps (each method timed next to a plain run on the same prompt; per prompt the median of the paired ratios), ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
   md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}${o.provider !== 'cpu' ? ` --provider ${o.provider}` : ''}${o.spinThreads ? ' --spin-threads' : ''}\`\n\n`;
   md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate', 'drafts stopped early'], rows);
+  md += `\n${stepBreakdown(methods.filter((m) => m !== 'transformers.js').map((m) => [m, cells.get(key(m, 'overall'))!]))}`;
   md += `\nGreedy output identical to plain decoding on every timed run: ${[...checked].map(([m, c]) => `${m} ${c.runs - c.differing}/${c.runs}`).join(', ')}.\n`;
   if (peer) {
     const pt = tps(cells.get(key('transformers.js', 'overall'))!);
@@ -273,6 +294,31 @@ async function main() {
   const files = writeReport(o.out, 'bench', { date, machine, options: o, results, identity: Object.fromEntries(checked), server, kv, kvCheck }, md, charts);
   console.log('\n' + md);
   console.log(`wrote ${files.join(', ')}`);
+}
+
+/** Per decode step, from the engine's own timing (every timed run of the method, all prompts). */
+function stepTiming(c: Cell) {
+  const n = c.timedSteps;
+  const wallMs = (c.wallSeconds * 1000) / n;
+  return {
+    wallMs, draftMs: c.draftMs / n, forwardMs: c.forwardMs / n, otherMs: wallMs - (c.draftMs + c.forwardMs) / n,
+    verifiedTokens: c.verifiedTokens / n, tokensPerStep: (c.tokens - c.requests) / n, msPerToken: (c.wallSeconds * 1000) / (c.tokens - c.requests),
+  };
+}
+
+/** Where a decode step's time goes, per method: the breakdown a speedup decomposes into. */
+function stepBreakdown(cells: [string, Cell][]): string {
+  const plain = cells.find(([m]) => m === 'plain')?.[1];
+  const base = plain && plain.timedSteps ? stepTiming(plain) : null;
+  const rows = cells.filter(([, c]) => c.timedSteps).map(([m, c]) => {
+    const t = stepTiming(c);
+    return [
+      m, t.wallMs.toFixed(2), t.draftMs.toFixed(2), t.forwardMs.toFixed(2), t.otherMs.toFixed(2), t.verifiedTokens.toFixed(2),
+      base ? `${(t.forwardMs / base.forwardMs).toFixed(2)}x` : '-', t.tokensPerStep.toFixed(2), t.msPerToken.toFixed(2),
+    ];
+  });
+  return `Where a decode step's time went (every timed run, all prompts; the engine's own timing, so these are wall times on this VM, not the paired ratios above; "other" is the rest of the step: verification logic, sampling, KV bookkeeping, messages, and each request's prefill and set-up spread over its steps):\n\n` +
+    mdTable(['method', 'ms per step', 'drafting ms', 'target forward ms', 'other ms', 'tokens verified', 'forward vs plain', 'tokens per step', 'ms per token'], rows) + '\n';
 }
 
 function req(prompt: string, drafter: string, maxTokens: number, maxDraftTokens: number): TextRequest {

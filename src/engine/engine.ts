@@ -301,6 +301,7 @@ export class LocalEngine implements Engine {
             finishReason: m.finishReason,
             promptTokens: m.promptTokens,
             completionTokens: m.completionTokens,
+            timing: m.timing,
             speculation: spec
               ? {
                   drafter: spec.drafter,

@@ -33,6 +33,8 @@ export interface WireLogprob {
 
 export type DraftCapSnapshot = import('./draft-policy.ts').DraftCapSnapshot;
 
+export type DecodeTiming = import('./types.ts').DecodeTiming;
+
 export interface WireSpecStats {
   drafter: string;
   draftSteps: number;
@@ -68,6 +70,7 @@ export type FromWorker =
       completionTokens: number;
       /** Most KV cache bytes the request held at once (PagedKvCache.usage().peakBytes). */
       kvPeakBytes: number;
+      timing: DecodeTiming;
       spec?: WireSpecStats;
     }
   | { type: 'error'; id: number; code: 'queue_full' | 'internal_error' | 'request_timeout' | 'unknown_drafter'; message: string }

@@ -77,6 +77,8 @@ interface Seq {
   stats: {
     draftSteps: number; draftTokens: number; acceptedTokens: number; decodeSteps: number; relaxedSteps: number;
     earlyStops: number; fallback?: string;
+    /** Where decode time went (see DecodeTiming); batched work is shared equally by its sequences. */
+    draftMs: number; forwardMs: number; verifiedTokens: number;
   };
   /** The LANTERN relaxation for this request (lossy, opt-in), or undefined. */
   relax?: Relax;
@@ -161,7 +163,7 @@ export class Scheduler {
       draftBudget: req.maxDraftTokens,
       draftPause: 0,
       draftBackoff: DRAFT_BACKOFF_MIN,
-      stats: { draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, relaxedSteps: 0, earlyStops: 0, fallback },
+      stats: { draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, relaxedSteps: 0, earlyStops: 0, fallback, draftMs: 0, forwardMs: 0, verifiedTokens: 0 },
       relax: relaxFn,
       cancelled: false,
       history: [],
@@ -217,16 +219,25 @@ export class Scheduler {
     for (const group of groups) {
       const tg = performance.now();
       try {
+        // a decode forward's time is charged to its sequences before processRows (which may finish them)
+        const charge = () => {
+          if (group[0].kind !== 'decode') return;
+          const ms = (performance.now() - tg) / group.length;
+          for (const r of group) r.seq.stats.forwardMs += ms;
+        };
         if (deep(group[0])) {
           const { rows: ordered, input } = this.buildDeepInput(group);
           const out = await this.runner.forwardDeep!(input);
+          charge();
           this.processRows(ordered, this.withShallow(ordered, out, input.hidden), ordered.length);
         } else if (this.runner.layout === 'speculative') {
           const { rows: ordered, input } = this.buildSpecInput(group);
           const out = await this.runner.forward(input);
+          charge();
           this.processRows(ordered, out, ordered.length);
         } else {
           const out = await this.runner.forward(this.buildOptimumInput(group[0]));
+          charge();
           this.processRows(group, this.optimumToRows(group[0], out), 1);
         }
       } catch (err) {
@@ -324,8 +335,11 @@ export class Scheduler {
     }
     for (const [drafter, list] of byDrafter) {
       let trees: (DraftTree | null)[];
+      const td = performance.now();
       try {
         trees = await drafter.propose(list.map((d) => this.draftContext(d.seq, d.maxNodes)));
+        const ms = (performance.now() - td) / list.length;
+        for (const d of list) d.seq.stats.draftMs += ms;
       } catch (err) {
         // a broken drafter costs speed, never correctness: plain decoding for these sequences
         for (const d of list) {
@@ -575,6 +589,7 @@ export class Scheduler {
       }
       // decode: verify root + draft tree
       s.stats.decodeSteps++;
+      s.stats.verifiedTokens += r.tokens.length;
       const vt: VerifyTree = {
         tokens: Int32Array.from(r.tokens),
         parents: Int32Array.from(r.parents),
@@ -608,15 +623,10 @@ export class Scheduler {
       const emitted = result.path.slice(1).map((n) => r.tokens[n]);
       emitted.push(result.bonus);
       const sourceLogits = result.path.map((n) => logitsAt(n));
-      const kept = this.accept(s, emitted, sourceLogits);
-      if (this.outcome) {
-        // trees are cut to a cap by prefix (truncateTree): under cap c the step would have verified
-        // the first c nodes and accepted the part of its accepted path among them
-        const o = this.outcome;
-        const onPath = result.path.slice(1).map((n) => n - 1);
-        o.caps.forEach((c, i) => (o.tokens[i] += Math.min(kept, 1 + onPath.filter((j) => j < c).length)));
-      }
-      if (drafted > 0) {
+      // the step's stats are counted before accept() can finish the sequence (its done message
+      // carries them), but they need how many emitted tokens it kept
+      const kept = this.accept(s, emitted, sourceLogits, (kept) => {
+        if (drafted === 0) return;
         // tokens past EOS / max_tokens were verified but not emitted: they do not count as accepted
         const acceptedKept = Math.min(acceptedN, kept);
         s.stats.draftSteps++;
@@ -628,6 +638,13 @@ export class Scheduler {
           type: 'spec_step', drafter: s.req.drafter, drafted, accepted: acceptedKept,
           acceptedPositions: Array.from({ length: acceptedKept }, (_, i) => i),
         });
+      });
+      if (this.outcome) {
+        // trees are cut to a cap by prefix (truncateTree): under cap c the step would have verified
+        // the first c nodes and accepted the part of its accepted path among them
+        const o = this.outcome;
+        const onPath = result.path.slice(1).map((n) => n - 1);
+        o.caps.forEach((c, i) => (o.tokens[i] += Math.min(kept, 1 + onPath.filter((j) => j < c).length)));
       }
       if (this.running.includes(s)) s.drafter?.observe?.(s.req.id, emitted, acceptedN, drafted);
     });
@@ -683,7 +700,8 @@ export class Scheduler {
   }
 
   /** Appends emitted tokens, stopping at EOS / max_tokens / context; returns how many were kept. */
-  private accept(s: Seq, emitted: number[], sourceLogits: Float32Array[]): number {
+  /** Emits the tokens up to a stop; `beforeFinish` gets how many were kept, before a finish. */
+  private accept(s: Seq, emitted: number[], sourceLogits: Float32Array[], beforeFinish?: (kept: number) => void): number {
     const ids: number[] = [];
     const lps: WireLogprob[] = [];
     let finish: 'stop' | 'length' | null = null;
@@ -704,6 +722,7 @@ export class Scheduler {
     }
     s.root = ids[ids.length - 1];
     this.emit({ type: 'tokens', id: s.req.id, ids, logprobs: s.req.logprobs !== null ? lps : undefined });
+    beforeFinish?.(ids.length);
     if (finish) this.finish(s, finish);
     return ids.length;
   }
@@ -739,6 +758,7 @@ export class Scheduler {
         promptTokens: s.req.promptIds.length,
         completionTokens: s.generated,
         kvPeakBytes: kvUsage?.peakBytes ?? 0,
+        timing: { decodeSteps: st.decodeSteps, draftMs: st.draftMs, forwardMs: st.forwardMs, verifiedTokens: st.verifiedTokens },
         spec:
           s.req.drafter !== 'none'
             ? {

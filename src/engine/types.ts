@@ -81,6 +81,22 @@ export interface SpeculationStats {
   fallback?: string;
 }
 
+/**
+ * Where a request's decode steps spent their time in the worker (prefill excluded): drafting (the
+ * drafter's calls before each step's target forward) and the target forward that verified the
+ * root and draft tokens (for Kangaroo rows, the deep layers). Work done for a batch of sequences is
+ * shared equally among them. The rest of a step (verification logic, sampling, KV bookkeeping,
+ * messages) is neither.
+ */
+export interface DecodeTiming {
+  /** Target forwards this request took part in after prefill. */
+  decodeSteps: number;
+  draftMs: number;
+  forwardMs: number;
+  /** Tokens the decode forwards verified for this request: one root per step plus its draft nodes. */
+  verifiedTokens: number;
+}
+
 export type TextEvent =
   | { type: 'text'; text: string; tokenIds: number[]; logprobs?: TokenLogprob[] }
   | {
@@ -88,6 +104,7 @@ export type TextEvent =
       finishReason: FinishReason;
       promptTokens: number;
       completionTokens: number;
+      timing?: DecodeTiming;
       speculation?: SpeculationStats;
     };
 

@@ -82,6 +82,25 @@ export function createMetrics(registry: Registry, getLoad: () => EngineLoad | un
     labelNames: ['drafter'] as const,
     registers,
   });
+  // where decode time goes, per drafter ('none' = plain decoding): divide by decode steps for ms per step
+  const decodeSteps = new Counter({
+    name: `${PREFIX}decode_steps_total`,
+    help: "Target forwards finished requests took part in after prefill (a forward decoding several sequences counts once for each)",
+    labelNames: ['drafter'] as const,
+    registers,
+  });
+  const decodeDraftSeconds = new Counter({
+    name: `${PREFIX}decode_draft_seconds_total`,
+    help: "Time finished requests' decode steps spent drafting (a batch's drafting shared equally by its sequences)",
+    labelNames: ['drafter'] as const,
+    registers,
+  });
+  const decodeForwardSeconds = new Counter({
+    name: `${PREFIX}decode_forward_seconds_total`,
+    help: "Time finished requests' decode steps spent in the target forward verifying root and draft tokens (shared equally within a batch)",
+    labelNames: ['drafter'] as const,
+    registers,
+  });
 
   return {
     registry,
@@ -119,6 +138,12 @@ export function createMetrics(registry: Registry, getLoad: () => EngineLoad | un
             done(event: Extract<TextEvent, { type: 'done' }>) {
               generationTokens.inc(event.completionTokens);
               if (event.speculation) observeSpeculation(event.speculation);
+              if (event.timing) {
+                const labels = { drafter: event.speculation?.drafter ?? 'none' };
+                decodeSteps.inc(labels, event.timing.decodeSteps);
+                decodeDraftSeconds.inc(labels, event.timing.draftMs / 1000);
+                decodeForwardSeconds.inc(labels, event.timing.forwardMs / 1000);
+              }
             },
           };
         },

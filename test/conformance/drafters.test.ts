@@ -40,6 +40,14 @@ for (const drafter of DRAFTERS) {
         assert.equal(spec.finishReason, plain.finishReason);
         drafted += spec.speculation!.draftTokens;
         accepted += spec.speculation!.acceptedTokens;
+        // decode timing: a plain step verifies its root only; a speculative one its root and drafts
+        const pt = plain.timing!, st = spec.timing!;
+        assert.equal(pt.decodeSteps, plain.tokenIds.length - 1);
+        assert.equal(pt.verifiedTokens, pt.decodeSteps);
+        assert.equal(pt.draftMs, 0);
+        assert.ok(pt.forwardMs > 0 || pt.decodeSteps === 0);
+        assert.equal(st.verifiedTokens, st.decodeSteps + spec.speculation!.draftTokens);
+        assert.ok(st.draftMs > 0 || spec.speculation!.draftSteps === 0, `drafter ${drafter} drafted in no time`);
       }
       // the suite only means something if drafts were actually verified and some accepted
       assert.ok(drafted > 0 && accepted > 0, `drafted ${drafted}, accepted ${accepted}`);

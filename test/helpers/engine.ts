@@ -1,6 +1,6 @@
 // Helpers for tests that drive the real engine on the committed default model.
 import { createEngine, type EngineOptions, type LocalEngine } from '../../src/engine/index.ts';
-import type { SamplingParams, SpeculationStats, TextRequest } from '../../src/engine/types.ts';
+import type { DecodeTiming, SamplingParams, SpeculationStats, TextRequest } from '../../src/engine/types.ts';
 import { DEFAULT_MODEL_DIR } from './model.ts';
 
 export const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
@@ -21,6 +21,7 @@ export interface Generated {
   tokenIds: number[];
   finishReason: string;
   speculation?: SpeculationStats;
+  timing?: DecodeTiming;
 }
 
 export async function generate(engine: LocalEngine, req: TextRequest): Promise<Generated> {
@@ -30,7 +31,7 @@ export async function generate(engine: LocalEngine, req: TextRequest): Promise<G
     if (ev.type === 'text') {
       text += ev.text;
       tokenIds.push(...ev.tokenIds);
-    } else return { text, tokenIds, finishReason: ev.finishReason, speculation: ev.speculation };
+    } else return { text, tokenIds, finishReason: ev.finishReason, speculation: ev.speculation, timing: ev.timing };
   }
   throw new Error('stream ended without a done event');
 }

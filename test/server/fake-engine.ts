@@ -3,7 +3,7 @@
 // Failures are injected through options so each error path can be driven on purpose.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ChatMessage, DrafterInfo, Engine, EngineInfo, SpeculationStats, TextEvent, TextRequest, TokenLogprob } from '../../src/engine/types.ts';
+import type { ChatMessage, DecodeTiming, DrafterInfo, Engine, EngineInfo, SpeculationStats, TextEvent, TextRequest, TokenLogprob } from '../../src/engine/types.ts';
 import { ApiError } from '../../src/errors.ts';
 
 export const FAKE_MODEL_ID = 'fake-model';
@@ -22,6 +22,8 @@ export interface FakeEngineOptions {
   /** Thrown after this many generated tokens. */
   failAfter?: { tokens: number; error: Error };
   speculation?: SpeculationStats;
+  /** The done event's decode timing. */
+  timing?: DecodeTiming;
   drafters?: DrafterInfo[];
   /** On abort: throw the signal's reason (default) or just end without a done event. */
   onAbort?: 'throw' | 'end';
@@ -128,6 +130,7 @@ export class FakeEngine implements Engine {
         promptTokens: promptIds.length,
         completionTokens: generated,
         ...(options.speculation ? { speculation: options.speculation } : {}),
+        ...(options.timing ? { timing: options.timing } : {}),
       };
     } finally {
       this.running--;

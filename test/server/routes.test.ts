@@ -170,7 +170,8 @@ describe('auth', () => {
 describe('metrics', () => {
   test('request, token, latency and speculation metrics are recorded', async () => {
     const speculation = { drafter: 'hydra', draftSteps: 3, draftTokens: 12, acceptedTokens: 7, meanAcceptanceLength: 3.33 };
-    const { app } = await makeApp({ fake: { speculation } });
+    const timing = { decodeSteps: 4, draftMs: 6, forwardMs: 10, verifiedTokens: 16 };
+    const { app } = await makeApp({ fake: { speculation, timing } });
     await post(app, '/v1/completions', completion({ prompt: ['ab', 'cde'], n: 2, max_tokens: 4 }));
     await post(app, '/v1/chat/completions', chat({ stream: true, max_tokens: 3 }));
     await post(app, '/v1/completions', completion({ max_tokens: -1 }));
@@ -197,6 +198,10 @@ describe('metrics', () => {
     assert.equal(value('specserve_spec_decode_num_drafts_total{drafter="hydra"}'), 5 * 3);
     assert.equal(value('specserve_spec_decode_num_draft_tokens_total{drafter="hydra"}'), 5 * 12);
     assert.equal(value('specserve_spec_decode_num_accepted_tokens_total{drafter="hydra"}'), 5 * 7);
+    // five finished choices (the rejected request never ran)
+    assert.equal(value('specserve_decode_steps_total{drafter="hydra"}'), 5 * 4);
+    assert.ok(Math.abs(value('specserve_decode_draft_seconds_total{drafter="hydra"}') - 5 * 0.006) < 1e-9);
+    assert.ok(Math.abs(value('specserve_decode_forward_seconds_total{drafter="hydra"}') - 5 * 0.01) < 1e-9);
     assert.equal(value('specserve_requests_running'), 0);
     assert.equal(value('specserve_requests_waiting'), 0);
   });
