@@ -1,12 +1,17 @@
 """Step 3 of the build: export the trained target twice, write the Hugging Face-style folder.
 
-usage: /usr/bin/python3 models/tooling/export.py WORK_DIR MODEL_DIR
+usage: /usr/bin/python3 models/tooling/export.py WORK_DIR MODEL_DIR [--shallow-layers N]
 
   MODEL_DIR/onnx/model.onnx        standard Optimum decoder layout (transformers.js can load it)
   MODEL_DIR/onnx/decoder_spec.onnx speculation-ready layout (see model.py and models/README.md)
   MODEL_DIR/config.json, generation_config.json   (tokenizer files come from prepare.py)
   MODEL_DIR/reference.json         torch outputs the Node-side check compares the ONNX files with
+
+--shallow-layers N: after how many blocks decoder_spec.onnx's `hidden_shallow` output is taken (the
+Kangaroo drafter's exit layer; default: the checkpoint's). An export choice, not a training one: the
+weights and every other output are the same for any N.
 """
+import argparse
 import hashlib
 import json
 import os
@@ -99,11 +104,19 @@ def export(wrapper, args, path, in_names, out_names, dyn):
 
 
 def main():
-    work, out = sys.argv[1], sys.argv[2]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("work")
+    ap.add_argument("out")
+    ap.add_argument("--shallow-layers", type=int, default=None)
+    a = ap.parse_args()
+    work, out = a.work, a.out
     torch.set_num_threads(1)
     torch.manual_seed(0)
     ck = torch.load(os.path.join(work, "target.pt"), map_location="cpu")
     cfg = Config(**ck["config"])
+    if a.shallow_layers is not None:
+        assert 1 <= a.shallow_layers < cfg.n_layers, "--shallow-layers must leave layers on both sides"
+        cfg.shallow_layers = a.shallow_layers
     model = Decoder(cfg)
     model.load_state_dict(ck["model"])
     model.eval()

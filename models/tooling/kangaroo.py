@@ -2,10 +2,11 @@
 self-distillation on the frozen target, exported with the split target graphs it drafts and
 verifies with.
 
-usage: /usr/bin/python3 models/tooling/kangaroo.py WORK_DIR MODEL_DIR [--steps N] [--seq 512]
-       [--batch 4] [--threads 1]
+usage: /usr/bin/python3 models/tooling/kangaroo.py WORK_DIR MODEL_DIR [--steps N] [--seq 256]
+       [--batch 8] [--selfgen 256] [--threads 2]
 
-The drafter is the target's own first `l` layers (l = the model's `shallow_layers`, 2 here) plus an
+The drafter is the target's own first `l` layers (l = the exported model's `shallow_layers` in
+MODEL_DIR/config.json, after which decoder_spec.onnx gives `hidden_shallow`: 1 here) plus an
 adapter: x + Attention(RMSNorm(x)), then a final RMSNorm, then the target's frozen tied LM head.
 The adapter maps the layer-l residual state to the final one at the SAME position; its label is the
 target's softmax at that position (soft cross-entropy, as the reference trains it). The final norm
@@ -18,6 +19,7 @@ Exports (MODEL_DIR/kangaroo/; the embedding / LM head is stored once, as externa
                 past_key_values.{0..l-1}.{key,value} [B,KV,P,hd], adapter_past.{key,value} [B,KV,P,hd]
                 -> hidden_shallow [B,T,D], new_key_values.{0..l-1}.{key,value} [B,T,KV,hd],
                    adapter_new.{key,value} [B,T,KV,hd], top_ids [B,T] int64, top_probs [B,T]
+                (top-1 over the --draft-vocab most frequent corpus tokens, softmax over them)
   adapter.onnx  adapter K/V for committed rows whose shallow state the engine already has:
                 hidden_shallow [B,T,D], position_ids [B,T] -> adapter_new.{key,value} [B,T,KV,hd]
   deep.onnx     the target's layers l..L-1 + final norm + LM head, fed the shallow states:
@@ -39,10 +41,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Attention, RMSNorm, causal_bias, rotate_half  # noqa: E402
 from export import sha256  # noqa: E402
-from heads import EMBED_FILE, drafter_args, drafter_setup, share_embedding, soft_ce  # noqa: E402
+from heads import EMBED_FILE, SELFGEN_SEED, draft_vocab, drafter_args, drafter_setup, greedy_continuations, mixed_batch, selfgen_sequences, share_embedding, soft_ce  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_graph  # noqa: E402
-from train import batch_at  # noqa: E402
 
 OPSET = 17
 EMBED_NAME = "m.embed.weight"  # the embedding initializer's name in these exports (torch module path)
@@ -88,9 +89,12 @@ def deep_forward(m, l, x, cos, sin, bias, past):
 
 
 class DraftExport(nn.Module):
-    def __init__(self, m, adapter, l):
+    def __init__(self, m, adapter, l, vocab):
         super().__init__()
         self.m, self.adapter, self.l = m, adapter, l
+        # the LM head projects onto the draft vocabulary (heads.py's draft_vocab): half the bytes
+        self.Wd = nn.Parameter(m.embed.weight[vocab].detach().clone(), requires_grad=False)
+        self.register_buffer("vocab", vocab.clone(), persistent=False)
 
     def forward(self, input_ids, position_ids, attention_bias, *flat):
         l = self.l
@@ -99,8 +103,9 @@ class DraftExport(nn.Module):
         cos, sin = self.m.rope(position_ids)
         x, new = shallow_forward(self.m, l, input_ids, cos, sin, attention_bias, past)
         z, ak, av = self.adapter(x, cos, sin, attention_bias, apk, apv)
-        p = F.softmax(self.m.lm_head(z), dim=-1)
+        p = F.softmax(F.linear(z, self.Wd), dim=-1)
         top_p, top_i = p.max(dim=-1)
+        top_i = self.vocab[top_i]
         out = [x]
         for k, v in new:
             out += [k, v]
@@ -138,7 +143,7 @@ class DeepExport(nn.Module):
         return tuple(out)
 
 
-def export_all(m, adapter, l, out_dir):
+def export_all(m, adapter, l, vocab, out_dir):
     c = m.c
     KV, HD, D = c.n_kv_heads, c.head_dim, c.d_model
     B, T, P = 2, 3, 4
@@ -166,7 +171,7 @@ def export_all(m, adapter, l, out_dir):
     dyn.update({"hidden_shallow": bt, "top_ids": bt, "top_probs": bt})
     past = [torch.randn(B, KV, P, HD) for _ in range(2 * l + 2)]
     path = os.path.join(out_dir, "draft.onnx")
-    torch.onnx.export(DraftExport(m, adapter, l), (ids, pos, bias, *past), path, input_names=ins, output_names=outs,
+    torch.onnx.export(DraftExport(m, adapter, l, vocab), (ids, pos, bias, *past), path, input_names=ins, output_names=outs,
                       dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
     share_embedding(path, m.embed.weight.detach(), EMBED_NAME)
     # int8 adapter and LM head (quantize.py: a draft call is bound by weight bytes); the shallow
@@ -197,9 +202,9 @@ def export_all(m, adapter, l, out_dir):
     share_embedding(path, m.embed.weight.detach(), EMBED_NAME)
 
 
-def losses(m, adapter, l, x):
+def losses(m, adapter, l, x, start=0):
     """Soft CE of the adapter's early exit against the target at the same position; top-1
-    agreement of early exit with and without the adapter."""
+    agreement of early exit with and without the adapter (over the positions from `start` on)."""
     B, T = x.shape
     with torch.no_grad():
         pos = torch.arange(T).unsqueeze(0).expand(B, T)
@@ -213,7 +218,8 @@ def losses(m, adapter, l, x):
     lg = m.lm_head(z)
     loss = soft_ce(lg, p)
     with torch.no_grad():
-        q = F.softmax(lg, dim=-1)
+        q = F.softmax(lg, dim=-1)[:, start:]
+        p, want, plain_exit = p[:, start:], want[:, start:], plain_exit[:, start:]
         top_p, top_i = q.max(-1)
         acc = (top_i == want).float().mean().item()
         base = (plain_exit == want).float().mean().item()
@@ -238,14 +244,20 @@ def check_split(m, l):
 
 
 def main():
-    ap = drafter_args(argparse.ArgumentParser(), steps=500, seq=512, batch=4, lr=2e-3, seed=2404, threads=2)
+    ap = drafter_args(argparse.ArgumentParser(), steps=600, seq=256, batch=8, lr=2e-3, seed=2404, threads=2)
+    ap.add_argument("--selfgen", type=int, default=256, help="self-generated sequences (prefix 96 + 160 greedy tokens) making up "
+                    "half of every batch, as the other drafters train; 0 = corpus only")
+    ap.add_argument("--draft-vocab", type=int, default=2048, help="draft vocabulary of draft.onnx's LM head: the most frequent corpus tokens")
     ap.add_argument("--threshold", type=float, default=0.05,
                     help="stop-drafting confidence eta written to the manifest; this adapter's confidence is low because "
                          "the target's own distribution is flat (held-out by-confidence table), so the reference's 0.6 would "
                          "stop after one token almost always")
     a = ap.parse_args()
     m, cfg, train, valid = drafter_setup(a)
-    l = cfg.shallow_layers
+    # the exit layer is the exported target's: the engine feeds the adapter decoder_spec.onnx's hidden_shallow
+    l = json.load(open(os.path.join(a.model_dir, "config.json")))["specserve"]["shallow_layers"]
+    m.c.shallow_layers = l
+    gen = selfgen_sequences(a.work, m, train, a.selfgen, "kangaroo") if a.selfgen else None
     print(f"[kangaroo] exit layer {l} of {cfg.n_layers}; shallow+deep == full (max |diff| {check_split(m, l):.2e})", flush=True)
     adapter = Adapter(cfg, m.norm)
     opt = torch.optim.AdamW(adapter.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
@@ -253,7 +265,7 @@ def main():
     print(f"[kangaroo] adapter {n_params / 1e6:.3f} M parameters (+ the target's tied LM head), {a.steps} steps", flush=True)
 
     def train_step(step):
-        x, _ = batch_at(train, step, a.seed, a.batch, a.seq)
+        x = mixed_batch(train, gen, step, a.seed, a.batch, a.seq)
         loss, acc, base, overlap, _, _ = losses(m, adapter, l, x)
         record = {"top1": round(acc, 4), "early_exit_top1": round(base, 4), "overlap": round(overlap, 4)}
         return loss, record, f"top1 {acc:.3f} (plain early exit {base:.3f}) overlap {overlap:.3f}"
@@ -274,6 +286,10 @@ def main():
             confs.append(conf)
             hits.append(hit)
     conf, hit = np.concatenate(confs), np.concatenate(hits)
+    # on text like decoding sees: held-out prefixes, then the target's own greedy continuation
+    with torch.no_grad():
+        vgen = torch.from_numpy(greedy_continuations(m, valid, 16, 96, 160, SELFGEN_SEED + 1).astype(np.int64))
+        _, greedy_acc, _, _, _, _ = losses(m, adapter, l, vgen, start=96)
     by_threshold = {}
     for eta in (0.2, 0.4, 0.6, 0.8):
         above = conf >= eta
@@ -282,7 +298,8 @@ def main():
                                   "top1_below": round(float(hit[~above].mean()) if (~above).any() else 0.0, 4)}
     out_dir = os.path.join(a.model_dir, "kangaroo")
     os.makedirs(out_dir, exist_ok=True)
-    export_all(m, adapter, l, out_dir)
+    vocab = draft_vocab(train, a.draft_vocab)
+    export_all(m, adapter, l, vocab, out_dir)
     files = ["draft.onnx", "adapter.onnx", "deep.onnx", EMBED_FILE]
     medusa = os.path.join(a.model_dir, "heads", "medusa.json")
     medusa_params = json.load(open(medusa))["parameters"] if os.path.exists(medusa) else None
@@ -292,17 +309,22 @@ def main():
         "hidden": f"residual stream after layer {l} (pre-norm)",
         "files": {f: {"bytes": os.path.getsize(os.path.join(out_dir, f)), "sha256": sha256(os.path.join(out_dir, f))} for f in files},
         "parameters": int(n_params), "medusa_parameters": medusa_params,
-        "lm_head": "tied to the target embedding (frozen)",
+        "lm_head": "tied to the target embedding (frozen); draft.onnx projects onto the draft vocabulary",
+        "draft_vocab": {"size": a.draft_vocab, "tokens": "the most frequent corpus tokens",
+                        "heldout_greedy_coverage": round(float(np.isin(vgen[:, 96:].numpy(), vocab.numpy()).mean()), 4)},
         "weights": "adapter and LM head: " + QUANT_DESCRIPTION + "; the shallow layers fp32, the target's own; held-out figures are of the fp32 adapter",
         "training": {"steps": step, "seq": a.seq, "batch": a.batch, "lr": a.lr, "minutes": round(elapsed / 60, 1),
-                     "labels": "self-distillation: target softmax at the same position"},
+                     "labels": "self-distillation: target softmax at the same position",
+                     "data": (f"half corpus windows, half {a.selfgen} self-generated sequences (96-token corpus prefix + "
+                              "160 greedy target tokens)") if a.selfgen else "corpus windows"},
         "heldout_top1": round(float(np.mean(accs)), 4),
         "heldout_early_exit_top1": round(float(np.mean(bases)), 4),
+        "heldout_greedy_top1": round(float(greedy_acc), 4),
         "heldout_overlap": round(float(np.mean(overlaps)), 4),
         "heldout_by_confidence": by_threshold,
     }
     json.dump(manifest, open(os.path.join(out_dir, "kangaroo.json"), "w"), indent=2)
-    print(f"[kangaroo] held-out top-1 {manifest['heldout_top1']} (plain early exit {manifest['heldout_early_exit_top1']}), "
+    print(f"[kangaroo] held-out top-1 {manifest['heldout_top1']} (plain early exit {manifest['heldout_early_exit_top1']}), on greedy continuations {manifest['heldout_greedy_top1']}, "
           f"overlap {manifest['heldout_overlap']}; by confidence {json.dumps(by_threshold)}", flush=True)
 
 
