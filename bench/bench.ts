@@ -290,6 +290,27 @@ async function main() {
       series: drafters.map((m) => ({ label: m, data: [...categories, 'overall'].map((c) => (results[m][c] as { meanAcceptanceLength: number }).meanAcceptanceLength) })),
       yLabel: 'tokens / step',
     },
+    (() => {
+      // a step's parts divided by the tokens it emitted: the bars' heights compare like 1 / tokens/s
+      const timed = methods.filter((m) => (results[m].overall as { step: unknown }).step);
+      const part = (k: 'draftMs' | 'forwardMs' | 'otherMs') =>
+        timed.map((m) => {
+          const t = (results[m].overall as { step: ReturnType<typeof stepTiming> }).step;
+          return t[k] / t.tokensPerStep;
+        });
+      return {
+        title: 'Where the time per generated token goes (engine timing, all prompts)',
+        type: 'bar' as const,
+        labels: timed,
+        series: [
+          { label: 'target forward', data: part('forwardMs') },
+          { label: 'drafting', data: part('draftMs') },
+          { label: 'other', data: part('otherMs') },
+        ],
+        yLabel: 'ms per token',
+        stacked: true,
+      };
+    })(),
   ];
   const files = writeReport(o.out, 'bench', { date, machine, options: o, results, identity: Object.fromEntries(checked), server, kv, kvCheck }, md, charts);
   console.log('\n' + md);

@@ -12,6 +12,8 @@ export interface Chart {
   labels: string[];
   series: { label: string; data: (number | null)[] }[];
   yLabel: string;
+  /** Bars of the series stacked per label (parts of one total). */
+  stacked?: boolean;
 }
 
 export function writeReport(dir: string, name: string, data: unknown, markdown: string, charts: Chart[]): string[] {
@@ -36,7 +38,11 @@ function renderHtml(title: string, markdown: string, charts: Chart[]): string {
       labels: c.labels,
       datasets: c.series.map((s, i) => ({ label: s.label, data: s.data, backgroundColor: palette[i % palette.length], borderColor: palette[i % palette.length], fill: false })),
     },
-    options: { animation: false, plugins: { title: { display: true, text: c.title } }, scales: { y: { beginAtZero: true, title: { display: true, text: c.yLabel } } } },
+    options: {
+      animation: false,
+      plugins: { title: { display: true, text: c.title } },
+      scales: { x: { stacked: c.stacked ?? false }, y: { stacked: c.stacked ?? false, beginAtZero: true, title: { display: true, text: c.yLabel } } },
+    },
   }));
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
