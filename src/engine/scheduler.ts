@@ -699,8 +699,8 @@ export class Scheduler {
     return sampleFrom(this.dist(s, logits, s.counts, s.generated + depth), s.rng);
   }
 
-  /** Appends emitted tokens, stopping at EOS / max_tokens / context; returns how many were kept. */
-  /** Emits the tokens up to a stop; `beforeFinish` gets how many were kept, before a finish. */
+  /** Appends emitted tokens, stopping at EOS / max_tokens / context; returns how many were kept.
+   *  `beforeFinish` gets that count before a stop finishes the sequence (and emits its done). */
   private accept(s: Seq, emitted: number[], sourceLogits: Float32Array[], beforeFinish?: (kept: number) => void): number {
     const ids: number[] = [];
     const lps: WireLogprob[] = [];
