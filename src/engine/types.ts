@@ -84,9 +84,9 @@ export interface SpeculationStats {
 /**
  * Where a request's decode steps spent their time in the worker (prefill excluded): drafting (the
  * drafter's calls before each step's target forward) and the target forward that verified the
- * root and draft tokens (for Kangaroo rows, the deep layers). Work done for a batch of sequences is
- * shared equally among them. The rest of a step (verification logic, sampling, KV bookkeeping,
- * messages) is neither.
+ * root and draft tokens (for Kangaroo rows, the deep layers), building its inputs (batch past,
+ * attention bias) included. Work done for a batch of sequences is shared equally among them. The
+ * rest of a step (verification logic, sampling, KV bookkeeping, messages) is neither.
  */
 export interface DecodeTiming {
   /** Target forwards this request took part in after prefill. */
