@@ -233,7 +233,12 @@ async function main() {
   md += `Model \`${path.basename(o.model)}\`, ${o.maxTokens} tokens per prompt, ${o.reps} reps (each method timed next to a plain run on the same prompt; per prompt the median of the paired ratios), ${prompts.length} prompts, threads=${o.threads}${o.spinThreads ? ' (spinning)' : ''}, machine: ${machine}.\n`;
   md += `Command: \`npm run bench -- --reps ${o.reps} --max-tokens ${o.maxTokens}${o.provider !== 'cpu' ? ` --provider ${o.provider}` : ''}${o.spinThreads ? ' --spin-threads' : ''}\`\n\n`;
   md += mdTable(['method', 'category', 'tokens/s', 'vs plain', 'mean accept len', 'accept rate', 'drafts stopped early'], rows);
-  md += `\n${stepBreakdown(methods.filter((m) => m !== 'transformers.js').map((m) => [m, cells.get(key(m, 'overall'))!]))}`;
+  // per decode step, overall, for the methods the engine timed (the peer is not)
+  const steps = methods.flatMap((m) => {
+    const t = (results[m].overall as { step: StepTiming | null }).step;
+    return t ? [[m, t] as const] : [];
+  });
+  md += `\n${stepBreakdown(steps)}`;
   md += `\nGreedy output identical to plain decoding on every timed run: ${[...checked].map(([m, c]) => `${m} ${c.runs - c.differing}/${c.runs}`).join(', ')}.\n`;
   if (peer) {
     const pt = tps(cells.get(key('transformers.js', 'overall'))!);
@@ -290,32 +295,24 @@ async function main() {
       series: drafters.map((m) => ({ label: m, data: [...categories, 'overall'].map((c) => (results[m][c] as { meanAcceptanceLength: number }).meanAcceptanceLength) })),
       yLabel: 'tokens / step',
     },
-    (() => {
+    {
       // a step's parts divided by the tokens it emitted: the bars' heights compare like 1 / tokens/s
-      const timed = methods.filter((m) => (results[m].overall as { step: unknown }).step);
-      const part = (k: 'draftMs' | 'forwardMs' | 'otherMs') =>
-        timed.map((m) => {
-          const t = (results[m].overall as { step: ReturnType<typeof stepTiming> }).step;
-          return t[k] / t.tokensPerStep;
-        });
-      return {
-        title: 'Where the time per generated token goes (engine timing, all prompts)',
-        type: 'bar' as const,
-        labels: timed,
-        series: [
-          { label: 'target forward', data: part('forwardMs') },
-          { label: 'drafting', data: part('draftMs') },
-          { label: 'other', data: part('otherMs') },
-        ],
-        yLabel: 'ms per token',
-        stacked: true,
-      };
-    })(),
+      title: 'Where the time per generated token goes (engine timing, all prompts)',
+      type: 'bar',
+      labels: steps.map(([m]) => m),
+      series: (
+        [['target forward', 'forwardMs'], ['drafting', 'draftMs'], ['other', 'otherMs']] as const
+      ).map(([label, k]) => ({ label, data: steps.map(([, t]) => t[k] / t.tokensPerStep) })),
+      yLabel: 'ms per token',
+      stacked: true,
+    },
   ];
   const files = writeReport(o.out, 'bench', { date, machine, options: o, results, identity: Object.fromEntries(checked), server, kv, kvCheck }, md, charts);
   console.log('\n' + md);
   console.log(`wrote ${files.join(', ')}`);
 }
+
+type StepTiming = ReturnType<typeof stepTiming>;
 
 /** Per decode step, from the engine's own timing (every timed run of the method, all prompts). */
 function stepTiming(c: Cell) {
@@ -328,16 +325,12 @@ function stepTiming(c: Cell) {
 }
 
 /** Where a decode step's time goes, per method: the breakdown a speedup decomposes into. */
-function stepBreakdown(cells: [string, Cell][]): string {
-  const plain = cells.find(([m]) => m === 'plain')?.[1];
-  const base = plain && plain.timedSteps ? stepTiming(plain) : null;
-  const rows = cells.filter(([, c]) => c.timedSteps).map(([m, c]) => {
-    const t = stepTiming(c);
-    return [
-      m, t.wallMs.toFixed(2), t.draftMs.toFixed(2), t.forwardMs.toFixed(2), t.otherMs.toFixed(2), t.verifiedTokens.toFixed(2),
-      base ? `${(t.forwardMs / base.forwardMs).toFixed(2)}x` : '-', t.tokensPerStep.toFixed(2), t.msPerToken.toFixed(2),
-    ];
-  });
+function stepBreakdown(steps: readonly (readonly [string, StepTiming])[]): string {
+  const base = steps.find(([m]) => m === 'plain')?.[1];
+  const rows = steps.map(([m, t]) => [
+    m, t.wallMs.toFixed(2), t.draftMs.toFixed(2), t.forwardMs.toFixed(2), t.otherMs.toFixed(2), t.verifiedTokens.toFixed(2),
+    base ? `${(t.forwardMs / base.forwardMs).toFixed(2)}x` : '-', t.tokensPerStep.toFixed(2), t.msPerToken.toFixed(2),
+  ]);
   return `Where a decode step's time went (every timed run, all prompts; the engine's own timing, so these are wall times on this VM, not the paired ratios above; "other" is the rest of the step: verification logic, sampling, KV bookkeeping, messages, and each request's prefill and set-up spread over its steps):\n\n` +
     mdTable(['method', 'ms per step', 'drafting ms', 'target forward ms', 'other ms', 'tokens verified', 'forward vs plain', 'tokens per step', 'ms per token'], rows) + '\n';
 }
