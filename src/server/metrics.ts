@@ -64,43 +64,24 @@ export function createMetrics(registry: Registry, getLoad: () => EngineLoad | un
       this.set(getLoad()?.waiting ?? 0);
     },
   });
-  const specDrafts = new Counter({
-    name: `${PREFIX}spec_decode_num_drafts_total`,
-    help: 'Verification steps that checked at least one draft token',
-    labelNames: ['drafter'] as const,
-    registers,
-  });
-  const specDraftTokens = new Counter({
-    name: `${PREFIX}spec_decode_num_draft_tokens_total`,
-    help: 'Draft tokens verified',
-    labelNames: ['drafter'] as const,
-    registers,
-  });
-  const specAcceptedTokens = new Counter({
-    name: `${PREFIX}spec_decode_num_accepted_tokens_total`,
-    help: 'Draft tokens accepted (bonus tokens not included)',
-    labelNames: ['drafter'] as const,
-    registers,
-  });
-  // where decode time goes, per drafter ('none' = plain decoding): divide by decode steps for ms per step
-  const decodeSteps = new Counter({
-    name: `${PREFIX}decode_steps_total`,
-    help: "Target forwards finished requests took part in after prefill (a forward decoding several sequences counts once for each)",
-    labelNames: ['drafter'] as const,
-    registers,
-  });
-  const decodeDraftSeconds = new Counter({
-    name: `${PREFIX}decode_draft_seconds_total`,
-    help: "Time finished requests' decode steps spent drafting (a batch's drafting shared equally by its sequences)",
-    labelNames: ['drafter'] as const,
-    registers,
-  });
-  const decodeForwardSeconds = new Counter({
-    name: `${PREFIX}decode_forward_seconds_total`,
-    help: "Time finished requests' decode steps spent in the target forward verifying root and draft tokens (shared equally within a batch)",
-    labelNames: ['drafter'] as const,
-    registers,
-  });
+  /** A counter labelled by drafter ('none' = plain decoding). */
+  const byDrafter = (name: string, help: string) => new Counter({ name: `${PREFIX}${name}`, help, labelNames: ['drafter'] as const, registers });
+  const specDrafts = byDrafter('spec_decode_num_drafts_total', 'Verification steps that checked at least one draft token');
+  const specDraftTokens = byDrafter('spec_decode_num_draft_tokens_total', 'Draft tokens verified');
+  const specAcceptedTokens = byDrafter('spec_decode_num_accepted_tokens_total', 'Draft tokens accepted (bonus tokens not included)');
+  // where decode time goes: divide by decode steps for ms per step
+  const decodeSteps = byDrafter(
+    'decode_steps_total',
+    'Target forwards finished requests took part in after prefill (a forward decoding several sequences counts once for each)',
+  );
+  const decodeDraftSeconds = byDrafter(
+    'decode_draft_seconds_total',
+    "Time finished requests' decode steps spent drafting (a batch's drafting shared equally by its sequences)",
+  );
+  const decodeForwardSeconds = byDrafter(
+    'decode_forward_seconds_total',
+    "Time finished requests' decode steps spent in the target forward verifying root and draft tokens (shared equally within a batch)",
+  );
 
   return {
     registry,
