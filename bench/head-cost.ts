@@ -7,19 +7,17 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
+import { loadModelConfig } from '../src/engine/model-config.ts';
+import { stepFeeds } from './feeds.ts';
 
 const model = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'specserve-tiny');
 const folders = process.argv.length > 2 ? process.argv.slice(2) : [path.join(model, 'heads')];
 const target = await ort.InferenceSession.create(path.join(model, 'onnx', 'decoder_spec.onnx'), {
   intraOpNumThreads: 2, interOpNumThreads: 1, graphOptimizationLevel: 'all', extra: { session: { intra_op: { allow_spinning: '0' } } },
 });
-const P = 200, KV = 2, HD = 64, D = 256, T = 9, ROUNDS = 200, WARM = 10;
-const feeds: Record<string, ort.Tensor> = {
-  input_ids: new ort.Tensor('int64', new BigInt64Array(T), [1, T]),
-  position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(P + i)), [1, T]),
-  attention_bias: new ort.Tensor('float32', new Float32Array(T * (P + T)), [1, 1, T, P + T]),
-};
-for (let l = 0; l < 6; l++) for (const x of ['key', 'value']) feeds[`past_key_values.${l}.${x}`] = new ort.Tensor('float32', new Float32Array(KV * P * HD).fill(0.01), [1, KV, P, HD]);
+const cfg = loadModelConfig(model);
+const P = 200, D = cfg.hiddenSize, T = 9, ROUNDS = 200, WARM = 10;
+const feeds = stepFeeds(cfg, T, P, 0.01);
 const heads: ort.InferenceSession[][] = [];
 for (const f of folders) {
   const list = [];

@@ -2,31 +2,33 @@
 // machine: one draft call, deep-layer verification of 4 rows and a full target step, each alone,
 // then 3 draft calls + verification back to back as the decode loop runs them (where the graphs'
 // weights evict each other from the CPU cache). Single-threaded sessions, 200-token past.
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
+import { loadKangarooManifest } from '../src/drafters/kangaroo/index.ts';
+import { loadModelConfig } from '../src/engine/model-config.ts';
+import { pastFeeds, pastTensor, stepFeeds } from './feeds.ts';
 
 const dir = process.argv[2] ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'specserve-tiny');
 const o = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' as const };
 const full = await ort.InferenceSession.create(path.join(dir, 'onnx', 'decoder_spec.onnx'), o);
 const draft = await ort.InferenceSession.create(path.join(dir, 'kangaroo', 'draft.onnx'), o);
 const deep = await ort.InferenceSession.create(path.join(dir, 'kangaroo', 'deep.onnx'), o);
-const l: number = JSON.parse(readFileSync(path.join(dir, 'kangaroo', 'kangaroo.json'), 'utf8')).exit_layer;
-const P = 200, KV = 2, HD = 64, D = 256, T = 4, L = 6;
-const kv = (n: number) => new ort.Tensor('float32', new Float32Array(n * KV * HD), [1, KV, n, HD]);
-const one = () => new ort.Tensor('int64', new BigInt64Array(1), [1, 1]);
-const bias1 = () => new ort.Tensor('float32', new Float32Array(P + 1), [1, 1, 1, P + 1]);
-const g: Record<string, ort.Tensor> = { input_ids: one(), position_ids: one(), attention_bias: bias1(), 'adapter_past.key': kv(P), 'adapter_past.value': kv(P) };
-for (let i = 0; i < l; i++) for (const x of ['key', 'value']) g[`past_key_values.${i}.${x}`] = kv(P);
-const d: Record<string, ort.Tensor> = {
-  hidden_shallow: new ort.Tensor('float32', new Float32Array(T * D), [1, T, D]),
-  position_ids: new ort.Tensor('int64', new BigInt64Array(T), [1, T]),
-  attention_bias: new ort.Tensor('float32', new Float32Array(T * (P + T)), [1, 1, T, P + T]),
+const cfg = loadModelConfig(dir);
+const manifest = loadKangarooManifest(dir);
+if (!manifest) throw new Error(`no Kangaroo adapter in ${dir}`);
+const l = manifest.exit_layer;
+const L = cfg.numLayers, P = 200, T = 4;
+const one = stepFeeds(cfg, 1, P); // a one-token step: input_ids, position_ids, attention_bias and every layer's past
+const g: Record<string, ort.Tensor> = {
+  input_ids: one.input_ids, position_ids: one.position_ids, attention_bias: one.attention_bias,
+  ...pastFeeds(cfg, 0, l, P), 'adapter_past.key': pastTensor(cfg, P), 'adapter_past.value': pastTensor(cfg, P),
 };
-for (let i = l; i < L; i++) for (const x of ['key', 'value']) d[`past_key_values.${i}.${x}`] = kv(P);
-const f: Record<string, ort.Tensor> = { input_ids: one(), position_ids: one(), attention_bias: bias1() };
-for (let i = 0; i < L; i++) for (const x of ['key', 'value']) f[`past_key_values.${i}.${x}`] = kv(P);
+const rows = stepFeeds(cfg, T, P);
+const d: Record<string, ort.Tensor> = {
+  hidden_shallow: new ort.Tensor('float32', new Float32Array(T * cfg.hiddenSize), [1, T, cfg.hiddenSize]),
+  position_ids: rows.position_ids, attention_bias: rows.attention_bias, ...pastFeeds(cfg, l, L, P),
+};
 
 async function ms(fn: () => Promise<unknown>, n = 200): Promise<number> {
   for (let i = 0; i < 10; i++) await fn();
@@ -36,7 +38,7 @@ async function ms(fn: () => Promise<unknown>, n = 200): Promise<number> {
 }
 const draftMs = await ms(() => draft.run(g));
 const deepMs = await ms(() => deep.run(d));
-const fullMs = await ms(() => full.run(f));
+const fullMs = await ms(() => full.run(one));
 const loopMs = await ms(async () => {
   for (let i = 0; i < 3; i++) await draft.run(g);
   await deep.run(d);
