@@ -234,15 +234,16 @@ def draft_vocab(train, size):
 
 
 class DraftLMHead(nn.Module):
-    """log-softmax over the draft vocabulary, top-k, mapped back to token ids."""
+    """log-softmax over the draft vocabulary, top-k (default TOPK), mapped back to token ids."""
 
-    def __init__(self, W, vocab):
+    def __init__(self, W, vocab, k=TOPK):
         super().__init__()
+        self.k = k
         self.Wd = nn.Parameter(W[vocab].clone(), requires_grad=False)
         self.register_buffer("vocab", vocab.clone().unsqueeze(-1), persistent=False)
 
-    def forward(self, z):                          # [N, D] -> ids, logprobs [N, TOPK]
-        v, i = torch.topk(F.log_softmax(F.linear(z, self.Wd), dim=-1), TOPK, dim=-1)
+    def forward(self, z):                          # [..., D] -> ids, logprobs [..., k]
+        v, i = torch.topk(F.log_softmax(F.linear(z, self.Wd), dim=-1), self.k, dim=-1)
         return F.embedding(i, self.vocab).squeeze(-1), v
 
 

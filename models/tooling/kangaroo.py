@@ -41,7 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Attention, RMSNorm, causal_bias, rotate_half  # noqa: E402
 from export import sha256  # noqa: E402
-from heads import EMBED_FILE, SELFGEN_SEED, draft_vocab, drafter_args, drafter_setup, greedy_continuations, mixed_batch, selfgen_sequences, share_embedding, soft_ce  # noqa: E402
+from heads import EMBED_FILE, SELFGEN_SEED, DraftLMHead, draft_vocab, drafter_args, drafter_setup, greedy_continuations, mixed_batch, selfgen_sequences, share_embedding, soft_ce  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_graph  # noqa: E402
 
@@ -93,8 +93,7 @@ class DraftExport(nn.Module):
         super().__init__()
         self.m, self.adapter, self.l = m, adapter, l
         # the LM head projects onto the draft vocabulary (heads.py's draft_vocab): half the bytes
-        self.Wd = nn.Parameter(m.embed.weight[vocab].detach().clone(), requires_grad=False)
-        self.register_buffer("vocab", vocab.clone(), persistent=False)
+        self.lm = DraftLMHead(m.embed.weight.detach(), vocab, k=1)
 
     def forward(self, input_ids, position_ids, attention_bias, *flat):
         l = self.l
@@ -103,9 +102,8 @@ class DraftExport(nn.Module):
         cos, sin = self.m.rope(position_ids)
         x, new = shallow_forward(self.m, l, input_ids, cos, sin, attention_bias, past)
         z, ak, av = self.adapter(x, cos, sin, attention_bias, apk, apv)
-        p = F.softmax(F.linear(z, self.Wd), dim=-1)
-        top_p, top_i = p.max(dim=-1)
-        top_i = self.vocab[top_i]
+        top_i, top_lp = self.lm(z)
+        top_i, top_p = top_i[..., 0], top_lp[..., 0].exp()
         out = [x]
         for k, v in new:
             out += [k, v]
