@@ -38,20 +38,19 @@ DESCRIPTION = ("8-bit weights in blocks of 32, int8 compute (com.microsoft MatMu
                "models/tooling/quantize.py)")
 
 
-def nbits_blocks(Bt, bits, block):
-    """Bt [N, K] (one row per output column) -> MatMulNBits' B [N, blocks, block*bits/8] uint8 and
-    scales [N * blocks]: symmetric per block of `block` inputs, codes offset by 2^(bits-1) (the
-    default zero point), two 4-bit codes a byte, low nibble first."""
+def nbits_blocks(Bt, block):
+    """Bt [N, K] (one row per output column) -> MatMulNBits' 8-bit B [N, blocks, block] uint8 and
+    scales [N * blocks]: symmetric per block of `block` inputs, codes offset by 128 (the default
+    zero point)."""
     N, K = Bt.shape
     nb = -(-K // block)
     pad = np.zeros((N, nb * block), np.float32)
     pad[:, :K] = Bt
     blk = pad.reshape(N, nb, block)
-    qmax = 2 ** (bits - 1) - 1
+    qmax = 2 ** (NBITS - 1) - 1
     scale = np.maximum(np.abs(blk).max(axis=2), 1e-12) / qmax
-    q = (np.clip(np.round(blk / scale[..., None]), -qmax, qmax) + 2 ** (bits - 1)).astype(np.uint8)
-    codes = q if bits == 8 else (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
-    return codes, scale.reshape(-1).astype(np.float32)
+    q = (np.clip(np.round(blk / scale[..., None]), -qmax, qmax) + 2 ** (NBITS - 1)).astype(np.uint8)
+    return q, scale.reshape(-1).astype(np.float32)
 
 
 def ancestors(graph, outputs):
@@ -98,7 +97,7 @@ def quantize_model(mo, base, exact=()):
                 continue
             Bt = np.ascontiguousarray(W if trans else W.T)              # [N, K]: one row per output
             stem = f"{wname}{'_T' if trans else ''}_nbits"
-            q, sc = nbits_blocks(Bt, NBITS, BLOCK)
+            q, sc = nbits_blocks(Bt, BLOCK)
             g.initializer.extend([numpy_helper.from_array(q, stem), numpy_helper.from_array(sc, stem + "_scale")])
             made[key] = (stem, Bt.shape)
         stem, (N, K) = made[key]
