@@ -24,7 +24,7 @@ const o = new Command()
   .opts();
 
 const cfg = loadModelConfig(o.model);
-const runner = await Runner.create(cfg, { provider: 'cpu', threads: o.threads });
+const runner = await Runner.create(cfg, { provider: 'cpu', dtype: 'fp32', threads: o.threads });
 const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, 256 << 20, 16, null);
 let gatherMs = 0;
 const gatherLayers = kv.gatherLayers.bind(kv);

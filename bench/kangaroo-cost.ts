@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { loadKangarooManifest } from '../src/drafters/kangaroo/index.ts';
 import { loadModelConfig } from '../src/engine/model-config.ts';
-import { pastFeeds, pastTensor, stepFeeds } from './feeds.ts';
+import { pastFeeds, pastTensor, rowFeeds, stepFeeds } from './feeds.ts';
 
 const dir = process.argv[2] ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'specserve-tiny');
 const o = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' as const };
@@ -19,15 +19,18 @@ const manifest = loadKangarooManifest(dir);
 if (!manifest) throw new Error(`no Kangaroo adapter in ${dir}`);
 const l = manifest.exit_layer;
 const L = cfg.numLayers, P = 200, T = 4;
-const one = stepFeeds(cfg, 1, P); // a one-token step: input_ids, position_ids, attention_bias and every layer's past
+const one = stepFeeds(cfg, 1, P); // a one-token step: input_ids, positions, cache slot, mask and every layer's past
+// a draft call: the target's shallow layers in cache slots (one more row of buffer), the adapter
+// appending its row after its P-row past
+const slot = rowFeeds(1, P);
 const g: Record<string, ort.Tensor> = {
-  input_ids: one.input_ids, position_ids: one.position_ids, attention_bias: one.attention_bias,
-  ...pastFeeds(cfg, 0, l, P), 'adapter_past.key': pastTensor(cfg, P), 'adapter_past.value': pastTensor(cfg, P),
+  input_ids: one.input_ids, position_ids: one.position_ids, cache_position: slot.cache_position, cache_attention_bias: slot.attention_bias,
+  attention_bias: new ort.Tensor('float32', new Float32Array(P + 1), [1, 1, 1, P + 1]),
+  ...pastFeeds(cfg, 0, l, P + 1), 'adapter_past.key': pastTensor(cfg, P), 'adapter_past.value': pastTensor(cfg, P),
 };
-const rows = stepFeeds(cfg, T, P);
 const d: Record<string, ort.Tensor> = {
   hidden_shallow: new ort.Tensor('float32', new Float32Array(T * cfg.hiddenSize), [1, T, cfg.hiddenSize]),
-  position_ids: rows.position_ids, attention_bias: rows.attention_bias, ...pastFeeds(cfg, l, L, P),
+  ...rowFeeds(T, P), ...pastFeeds(cfg, l, L, P + T),
 };
 
 async function ms(fn: () => Promise<unknown>, n = 200): Promise<number> {

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import { PagedKvCache, SAQ_DEFAULTS } from '../src/kvcache/paged.ts';
 import { loadModelConfig, type ModelConfig } from '../src/engine/model-config.ts';
-import { Runner } from '../src/engine/runner.ts';
+import { chainInput, Runner } from '../src/engine/runner.ts';
 import type { TextRequest } from '../src/engine/types.ts';
 
 const GREEDY = { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
@@ -205,14 +205,9 @@ async function measureStepCost(cfg: ModelConfig, threads: number, past: number):
   };
   const gatherFp32Ms = await gatherMs(false);
   const gatherSaqMs = await gatherMs(true);
-  const runner = await Runner.create(cfg, { provider: 'cpu', threads });
+  const runner = await Runner.create(cfg, { provider: 'cpu', dtype: 'fp32', threads });
   try {
-    const x = {
-      batch: 1, newTokens: 1, past,
-      inputIds: BigInt64Array.from([1n]), positionIds: BigInt64Array.from([BigInt(past)]),
-      attentionBias: new Float32Array(past + 1), attentionMask: new BigInt64Array(past + 1).fill(1n),
-      pastKeys: keys, pastValues: values,
-    };
+    const x = chainInput(cfg, [1], past, { keys, values });
     const forwardMs = await timeIt(() => runner.forward(x), 40);
     return { past, gatherFp32Ms, gatherSaqMs, forwardMs };
   } finally {

@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadModelConfig } from '../src/engine/model-config.ts';
-import { Runner } from '../src/engine/runner.ts';
+import { chainInput, Runner } from '../src/engine/runner.ts';
 import { TextCodec } from '../src/engine/text.ts';
 import { headMajor, PagedKvCache, type SaqOptions } from '../src/kvcache/paged.ts';
 
@@ -35,7 +35,7 @@ if (ids.length < N) throw new Error(`the text has ${ids.length} tokens, fewer th
 const offsets = Array.from({ length: nWin }, (_, i) => (nWin === 1 ? 0 : Math.floor((i * (ids.length - N)) / (nWin - 1))));
 const shape = { layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim };
 const W = shape.kvHeads * shape.headDim;
-const runner = await Runner.create(cfg, { provider: 'cpu', threads: Number(o.threads) });
+const runner = await Runner.create(cfg, { provider: 'cpu', dtype: 'fp32', threads: Number(o.threads) });
 if (runner.layout !== 'speculative') throw new Error('needs the speculative ONNX layout (token-major K/V)');
 
 function logSoftmax(x: Float32Array): Float64Array {
@@ -55,14 +55,10 @@ for (const off of offsets) {
   const v = Array.from({ length: shape.layers }, () => new Float32Array(N * W));
   for (let p = 0; p < N; p += 32) {
     const T = Math.min(32, N - p);
-    const bias = new Float32Array(T * (p + T));
-    for (let i = 0; i < T; i++) for (let j = p + i + 1; j < p + T; j++) bias[i * (p + T) + j] = -1e9;
-    const out = await runner.forward({
-      batch: 1, newTokens: T, past: p, attentionBias: bias,
-      inputIds: BigInt64Array.from(w.slice(p, p + T), BigInt), positionIds: BigInt64Array.from({ length: T }, (_, i) => BigInt(p + i)),
-      pastKeys: k.map((a) => headMajor(a, p, shape.kvHeads, shape.headDim)),
-      pastValues: v.map((a) => headMajor(a, p, shape.kvHeads, shape.headDim)),
-    });
+    const out = await runner.forward(chainInput(cfg, w.slice(p, p + T), p, {
+      keys: k.map((a) => headMajor(a, p, shape.kvHeads, shape.headDim)),
+      values: v.map((a) => headMajor(a, p, shape.kvHeads, shape.headDim)),
+    }));
     for (let l = 0; l < shape.layers; l++) {
       k[l].set(out.keys[l], p * W);
       v[l].set(out.values[l], p * W);
@@ -83,11 +79,7 @@ async function logprobs(saq: SaqOptions | null): Promise<Float64Array[]> {
       kv.append(0, x.k, x.v, Array.from({ length: p - have }, (_, i) => have + i));
       have = p;
       kv.gather(0, pk, pv, 0, p);
-      const out = await runner.forward({
-        batch: 1, newTokens: 1, past: p, attentionBias: new Float32Array(p + 1),
-        inputIds: BigInt64Array.from([BigInt(x.ids[p])]), positionIds: BigInt64Array.from([BigInt(p)]),
-        pastKeys: pk.map((a) => a.subarray(0, p * W)), pastValues: pv.map((a) => a.subarray(0, p * W)),
-      });
+      const out = await runner.forward(chainInput(cfg, [x.ids[p]], p, { keys: pk.map((a) => a.subarray(0, p * W)), values: pv.map((a) => a.subarray(0, p * W)) }));
       res.push(logSoftmax(out.logits));
     }
   }

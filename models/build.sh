@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuilds the default model family from Debian-packaged text, reproducibly:
-#   corpus + BPE tokenizer -> target training (resumable) -> ONNX exports -> ADED trigram prior
+#   corpus + BPE tokenizer -> target training (resumable) -> target graphs (fp32, int8, int4) -> ADED trigram prior
 #   -> Node-side checks -> Medusa and Hydra heads -> Kangaroo adapter and split graphs -> Chimera
 #   -> latency measurements.
 # usage: npm run models:build   (or: bash models/build.sh [--steps N] [--head-steps N] [--kangaroo-steps N])
@@ -44,6 +44,7 @@ $PY models/tooling/train.py "$WORK" --steps "$STEPS" --seq 1024 --batch 4 --lr 2
 # hidden_shallow after block 1: Kangaroo's exit layer (an adapter on layer 1 agreed with the target as
 # often as one on layer 2 at equal training, for half the drafting cost; models/README.md)
 $PY models/tooling/export.py "$WORK" "$OUT" --shallow-layers 1
+$PY models/tooling/write_graphs.py "$OUT"    # the 8- and 4-bit target graphs
 $PY models/tooling/trigram.py "$WORK" "$OUT"
 cp "$WORK/train_log.jsonl" "$OUT/train_log.jsonl"
 cp "$WORK/corpus.json" "$OUT/corpus.json"
@@ -54,6 +55,7 @@ $PY models/tooling/heads.py "$WORK" "$OUT" --kind hydra --steps "$HEAD_STEPS"
 cp "$WORK/medusa_log.jsonl" "$OUT/heads/medusa_log.jsonl"
 cp "$WORK/hydra_log.jsonl" "$OUT/heads/hydra_log.jsonl"
 $PY models/tooling/kangaroo.py "$WORK" "$OUT" --steps "$KANGAROO_STEPS" --threads 2
+$PY models/tooling/write_graphs.py "$OUT"    # Kangaroo's split graphs as the target's own kernels, every dtype
 $PY models/tooling/chimera.py "$WORK" "$OUT"
 cp "$WORK/chimera_log.jsonl" "$OUT/chimera/chimera_log.jsonl"
 cp "$WORK/kangaroo_log.jsonl" "$OUT/kangaroo/kangaroo_log.jsonl"

@@ -65,6 +65,10 @@ export const ConfigSchema = z
       .default(SERVER_DEFAULTS.shutdownTimeoutMs)
       .describe('On SIGTERM/SIGINT, wait this long for in-flight requests before aborting them'),
     provider: z.enum(['auto', 'cuda', 'cpu']).default(ENGINE_DEFAULTS.provider).describe('Execution provider: auto (CUDA, else CPU), cuda, cpu'),
+    dtype: z
+      .enum(['auto', 'fp32', 'int8', 'int4'])
+      .default(ENGINE_DEFAULTS.dtype)
+      .describe("Target weights among the model folder's graphs: auto (int8 on CPU when present, else fp32), fp32, int8, int4"),
     threads: integer(0).default(ENGINE_DEFAULTS.threads).describe("onnxruntime intra-op threads (0 = onnxruntime's choice)"),
     spinThreads: z
       .union([z.boolean(), z.enum(['true', 'false'])])
@@ -257,6 +261,7 @@ export function packageVersion(): string {
 export function toEngineOptions(config: Config): EngineOptions {
   return {
     provider: config.provider,
+    dtype: config.dtype,
     threads: config.threads,
     spinThreads: config.spinThreads,
     maxBatchSize: config.maxBatchSize,

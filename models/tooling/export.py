@@ -1,9 +1,9 @@
-"""Step 3 of the build: export the trained target twice, write the Hugging Face-style folder.
+"""Step 3 of the build: write the trained target's graphs and the Hugging Face-style folder.
 
 usage: /usr/bin/python3 models/tooling/export.py WORK_DIR MODEL_DIR [--shallow-layers N]
 
   MODEL_DIR/onnx/model.onnx        standard Optimum decoder layout (transformers.js can load it)
-  MODEL_DIR/onnx/decoder_spec.onnx speculation-ready layout (see model.py and models/README.md)
+  MODEL_DIR/onnx/decoder_spec.onnx speculation-ready layout (graph.py has both contracts)
   MODEL_DIR/config.json, generation_config.json   (tokenizer files come from prepare.py)
   MODEL_DIR/reference.json         torch outputs the Node-side check compares the ONNX files with
 
@@ -12,59 +12,39 @@ Kangaroo drafter's exit layer; default: the checkpoint's). An export choice, not
 weights and every other output are the same for any N.
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
 import time
 
 import numpy as np
-import onnx
 import torch
-import torch.nn as nn
 from onnx import helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import Config, Decoder, causal_bias  # noqa: E402
+import graph  # noqa: E402
+from model import Config, Decoder  # noqa: E402
+from write_graphs import sha256  # noqa: E402,F401  (kangaroo.py and chimera.py import it from here)
 
-OPSET = 17  # the highest torch 1.13 exports
+def hf_weights(model):
+    """The torch Decoder's weights under Hugging Face Llama names, as graph.py takes them."""
+    names = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm", "attn.wq": "self_attn.q_proj",
+             "attn.wk": "self_attn.k_proj", "attn.wv": "self_attn.v_proj", "attn.wo": "self_attn.o_proj",
+             "mlp.w1": "mlp.gate_proj", "mlp.w3": "mlp.up_proj", "mlp.w2": "mlp.down_proj"}
+    w = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
+    for i, layer in enumerate(model.layers):
+        for ours, theirs in names.items():
+            mod = layer
+            for part in ours.split("."):
+                mod = getattr(mod, part)
+            w[f"model.layers.{i}.{theirs}.weight"] = mod.weight
+    return {k: v.detach().float().numpy().copy() for k, v in w.items()}
 
 
-class SpecWrapper(nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, input_ids, position_ids, attention_bias, *past_flat):
-        past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
-        logits, h, shallow, new = self.m(input_ids, position_ids, attention_bias, past)
-        out = [logits, h, shallow]
-        for k, v in new:
-            out += [k, v]
-        return tuple(out)
-
-
-class OptimumWrapper(nn.Module):
-    """attention_mask [B, past+T] (1 = real token); causal mask built in the graph; K/V as
-    [B, KV, S, hd] and present = past + new, like Hugging Face Optimum's decoder exports."""
-
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, input_ids, attention_mask, position_ids, *past_flat):
-        T = input_ids.shape[1]
-        S = attention_mask.shape[1]
-        q_pos = torch.arange(T) + (S - T)
-        k_pos = torch.arange(S)
-        allowed = (k_pos.unsqueeze(0) <= q_pos.unsqueeze(1)).unsqueeze(0) & (attention_mask.unsqueeze(1) > 0)
-        bias = ((1.0 - allowed.to(torch.float32)) * -1e9).unsqueeze(1)  # [B,1,T,S]
-        past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
-        logits, _h, _s, new = self.m(input_ids, position_ids, bias, past)
-        out = [logits]
-        for (pk, pv), (k, v) in zip(past, new):
-            out += [torch.cat([pk, k.transpose(1, 2)], 2), torch.cat([pv, v.transpose(1, 2)], 2)]
-        return tuple(out)
+def arch_config(cfg):
+    return graph.ArchConfig(vocab=cfg.vocab, hidden=cfg.d_model, layers=cfg.n_layers, heads=cfg.n_heads, kv_heads=cfg.n_kv_heads,
+                            head_dim=cfg.head_dim, intermediate=cfg.ffn_hidden, rope_theta=cfg.rope_theta, norm_eps=cfg.norm_eps,
+                            context=cfg.context, tied=True)
 
 
 def retie_lm_head(mo, emb_name):
@@ -83,24 +63,6 @@ def retie_lm_head(mo, emb_name):
                     fixed += 1
             mo.graph.initializer.remove(i)
     return fixed
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def export(wrapper, args, path, in_names, out_names, dyn):
-    torch.onnx.export(wrapper, args, path, input_names=in_names, output_names=out_names, dynamic_axes=dyn,
-                      opset_version=OPSET, do_constant_folding=True)
-    mo = onnx.load(path)
-    n = retie_lm_head(mo, "m.embed.weight")
-    onnx.checker.check_model(mo)
-    onnx.save(mo, path)
-    print(f"[export] {os.path.basename(path)}: {os.path.getsize(path) / 1e6:.1f} MB, re-tied {n} head node(s)", flush=True)
 
 
 def main():
@@ -124,41 +86,12 @@ def main():
     os.makedirs(os.path.join(out, "onnx"), exist_ok=True)
     t0 = time.time()
 
-    # ---- speculation-ready layout ----
-    B, T, P = 2, 3, 4
-    ids = torch.randint(0, cfg.vocab, (B, T))
-    pos = torch.arange(P, P + T).expand(B, T).contiguous()
-    bias = causal_bias(T, P).expand(B, 1, T, P + T).contiguous()
-    past = [torch.randn(B, KV, P, HD) for _ in range(2 * L)]
-    ins = ["input_ids", "position_ids", "attention_bias"]
-    outs = ["logits", "hidden", "hidden_shallow"]
-    dyn = {"input_ids": {0: "batch", 1: "new"}, "position_ids": {0: "batch", 1: "new"},
-           "attention_bias": {0: "batch", 2: "new", 3: "total"},
-           "logits": {0: "batch", 1: "new"}, "hidden": {0: "batch", 1: "new"}, "hidden_shallow": {0: "batch", 1: "new"}}
-    for i in range(L):
-        for kv in ("key", "value"):
-            ins.append(f"past_key_values.{i}.{kv}")
-            dyn[ins[-1]] = {0: "batch", 2: "past"}
-            outs.append(f"new_key_values.{i}.{kv}")
-            dyn[outs[-1]] = {0: "batch", 1: "new"}
-    export(SpecWrapper(model), (ids, pos, bias, *past), os.path.join(out, "onnx", "decoder_spec.onnx"), ins, outs, dyn)
-
-    # ---- standard Optimum layout ----
-    mask = torch.ones(B, P + T, dtype=torch.int64)
-    past_std = [torch.randn(B, KV, P, HD) for _ in range(2 * L)]
-    ins = ["input_ids", "attention_mask", "position_ids"]
-    outs = ["logits"]
-    dyn = {"input_ids": {0: "batch_size", 1: "sequence_length"},
-           "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-           "position_ids": {0: "batch_size", 1: "sequence_length"},
-           "logits": {0: "batch_size", 1: "sequence_length"}}
-    for i in range(L):
-        for kv in ("key", "value"):
-            ins.append(f"past_key_values.{i}.{kv}")
-            dyn[ins[-1]] = {0: "batch_size", 2: "past_sequence_length"}
-            outs.append(f"present.{i}.{kv}")
-            dyn[outs[-1]] = {0: "batch_size", 2: "total_sequence_length"}
-    export(OptimumWrapper(model), (ids, mask, pos, *past_std), os.path.join(out, "onnx", "model.onnx"), ins, outs, dyn)
+    # ---- the fp32 target graphs (graph.py; write_graphs.py adds the 8- and 4-bit ones) ----
+    w, arch = hf_weights(model), arch_config(cfg)
+    for layout, name in (("speculative", "decoder_spec.onnx"), ("standard", "model.onnx")):
+        path = os.path.join(out, "onnx", name)
+        graph.save(graph.build(w, arch, layout, "fp32", split=cfg.shallow_layers), path)
+        print(f"[export] {name}: {os.path.getsize(path) / 1e6:.1f} MB", flush=True)
 
     # ---- HF-style config ----
     tok = json.load(open(os.path.join(out, "tokenizer.json")))
@@ -173,7 +106,6 @@ def main():
         "specserve": {
             "speculative_onnx": "onnx/decoder_spec.onnx",
             "standard_onnx": "onnx/model.onnx",
-            "kv_layout": "past [batch, kv_heads, past, head_dim], new [batch, tokens, kv_heads, head_dim]",
             "past_layout": "head-major",
             "shallow_layers": cfg.shallow_layers,
             "trained_steps": ck["step"],

@@ -8,9 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createEngine } from '../../src/engine/index.ts';
 import { loadModelConfig } from '../../src/engine/model-config.ts';
-import { Runner } from '../../src/engine/runner.ts';
+import { chainInput, Runner } from '../../src/engine/runner.ts';
 
-const NEG = -1e9;
 const dir = process.argv[2];
 const threadsArg = process.argv.indexOf('--threads');
 const threads = threadsArg > 0 ? Number(process.argv[threadsArg + 1]) : os.availableParallelism();
@@ -20,19 +19,12 @@ if (!dir) {
 }
 
 const cfg = loadModelConfig(dir);
-const runner = await Runner.create(cfg, { provider: 'cpu', threads });
+const runner = await Runner.create(cfg, { provider: 'cpu', dtype: 'fp32', threads });
 const W = cfg.numKvHeads * cfg.headDim;
 
 async function forwardMs(past: number, T: number, reps: number): Promise<number> {
   const pastKeys = Array.from({ length: cfg.numLayers }, () => new Float32Array(past * W).map(() => Math.random() * 0.1));
-  const bias = new Float32Array(T * (past + T)).fill(0);
-  for (let t = 0; t < T; t++) for (let j = past + t + 1; j < past + T; j++) bias[t * (past + T) + j] = NEG;
-  const input = {
-    batch: 1, newTokens: T, past,
-    inputIds: BigInt64Array.from({ length: T }, (_, i) => BigInt(100 + i)),
-    positionIds: BigInt64Array.from({ length: T }, (_, i) => BigInt(past + i)),
-    attentionBias: bias, pastKeys, pastValues: pastKeys,
-  };
+  const input = chainInput(cfg, Array.from({ length: T }, (_, i) => 100 + i), past, { keys: pastKeys, values: pastKeys });
   for (let i = 0; i < 3; i++) await runner.forward(input);
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {

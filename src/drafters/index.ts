@@ -1,5 +1,6 @@
 // The one place drafter names resolve to implementations. Adding a drafter means adding a case
 // here; the `satisfies never` makes a forgotten name a compile error.
+import { DTYPE_SUFFIX, type WeightDtype } from '../engine/model-config.ts';
 import type { Drafter } from './Drafter.ts';
 import { DrafterUnavailable } from './Drafter.ts';
 import { AdedDrafter } from './aded/index.ts';
@@ -25,6 +26,8 @@ export interface DrafterEnv {
   modelDir: string;
   vocabSize: number;
   layout: 'speculative' | 'optimum';
+  /** Weight format of the target graph (drafters that run target layers run the same format). */
+  dtype: WeightDtype;
   /** Layers after which the target's `hidden_shallow` output is taken. */
   shallowLayers?: number;
   contextLength?: number;
@@ -43,7 +46,7 @@ export async function createDrafter(name: DrafterName, env: DrafterEnv): Promise
     case 'hydra':
       return HydraDrafter.load(env);
     case 'kangaroo':
-      if (!env.deepVerify) throw new DrafterUnavailable('needs kangaroo/deep.onnx loaded by the engine (speculative ONNX layout)');
+      if (!env.deepVerify) throw new DrafterUnavailable(`needs its split graphs for ${env.dtype} weights (kangaroo/deep${DTYPE_SUFFIX[env.dtype]}.onnx) and the speculative ONNX layout`);
       return KangarooDrafter.load(env);
     case 'chimera':
       return ChimeraDrafter.load(env);

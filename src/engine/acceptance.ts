@@ -10,7 +10,8 @@
 //   greedy (temperature 0)     longest path whose every token is the target argmax at its parent
 //   deterministic children     accept x with p(x); on rejection zero p(x), renormalise, next sibling
 //   sampled children (from q)  accept x with min(1, p(x)/q(x)); on rejection p <- norm(max(0, p - q))
-// The bonus is drawn from the (residual) distribution at the node where the walk stopped.
+// The bonus is drawn from the (residual) distribution at the node where the walk stopped, or is the
+// accepted child whose own logits are not exact (VerifyTree.exact).
 import { argmax, Rng, sampleFrom } from './sampling.ts';
 
 export interface VerifyTree {
@@ -21,6 +22,13 @@ export interface VerifyTree {
   kind: 'deterministic' | 'sampled';
   /** [nodes, vocab] for sampled trees: q that node i was drawn from. Row 0 unused. */
   draftProbs?: Float32Array;
+  /**
+   * [nodes] 1 where the node's logits are bit-identical to decoding its path one token at a time
+   * (the tree's main chain: see cacheSlots in scheduler.ts); absent = every node. An accepted node
+   * off the main chain ends the walk as the bonus token: its token was chosen from exact logits,
+   * its own logits may differ from plain decoding's in the last bits.
+   */
+  exact?: Uint8Array;
 }
 
 export interface VerifyResult {
@@ -65,6 +73,7 @@ export function verifyGreedy(
       if (next !== undefined) relaxed.onRelaxed?.();
     }
     if (next === undefined) return { path, bonus: want };
+    if (tree.exact && !tree.exact[next]) return { path, bonus: tree.tokens[next] };
     path.push(next);
     node = next;
   }
@@ -115,6 +124,7 @@ export function verifySampled(tree: VerifyTree, distAt: (node: number) => Float6
       }
     }
     if (next < 0) return { path, bonus: sampleFrom(p, rng) };
+    if (tree.exact && !tree.exact[next]) return { path, bonus: tree.tokens[next] };
     path.push(next);
     node = next;
   }

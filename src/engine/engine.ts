@@ -64,6 +64,7 @@ export class LocalEngine implements Engine {
       modelId: cfg.id,
       contextLength: cfg.contextLength,
       provider: 'cpu',
+      dtype: 'fp32',
       layout: cfg.layout,
       vocabSize: cfg.vocabSize,
       defaultDrafter: opts.defaultDrafter,
@@ -86,6 +87,7 @@ export class LocalEngine implements Engine {
     const init: WorkerInit = {
       modelDir: this.cfg.dir,
       provider: this.opts.provider,
+      dtype: this.opts.dtype,
       threads: this.opts.threads,
       spinThreads: this.opts.spinThreads,
       maxBatchSize: this.opts.maxBatchSize,
@@ -109,6 +111,7 @@ export class LocalEngine implements Engine {
             this.restarting = false;
             this.workerInfo = m.info;
             (this.info as { provider: string }).provider = m.info.provider;
+            (this.info as { dtype: string }).dtype = m.info.dtype;
             (this.info as { layout: string }).layout = m.info.layout;
             resolve();
             return;

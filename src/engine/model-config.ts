@@ -2,6 +2,23 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
+/** Weight formats a model folder can ship its target graphs in (models/tooling/graph.py). */
+export const WEIGHT_DTYPES = ['fp32', 'int8', 'int4'] as const;
+export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
+
+/** File-name suffix of each format's graphs: decoder_spec{suffix}.onnx, model{suffix}.onnx,
+ *  kangaroo/deep{suffix}.onnx. transformers.js's names, so its `dtype: 'int8' | 'q4'` finds the
+ *  standard graphs too. */
+export const DTYPE_SUFFIX: Record<WeightDtype, string> = { fp32: '', int8: '_int8', int4: '_q4' };
+
+/** One weight format's target graph. */
+export interface ModelVariant {
+  dtype: WeightDtype;
+  /** The ONNX file the engine runs, absolute. */
+  onnxPath: string;
+  layout: 'speculative' | 'optimum';
+}
+
 export interface ModelConfig {
   dir: string;
   id: string;
@@ -12,11 +29,13 @@ export interface ModelConfig {
   headDim: number;
   contextLength: number;
   eosTokenIds: number[];
-  /** The ONNX file the engine will run, absolute. */
+  /** The fp32 graph: the file the engine runs unless another weight format is chosen, absolute. */
   onnxPath: string;
   /** 'speculative': this project's layout (tree mask, hidden states, new-rows-only K/V).
    *  'optimum': Hugging Face Optimum decoder layout (2-D mask, causal in graph, full present). */
   layout: 'speculative' | 'optimum';
+  /** Every weight format the folder has graphs for (fp32 always). */
+  variants: Partial<Record<WeightDtype, ModelVariant>>;
   /** Layers before the `hidden_shallow` output (Kangaroo's exit layer). Both layouts take past K/V
    *  head-major, [B, KV, P, hd]; the speculative one outputs only the new rows, [B, T, KV, hd]. */
   shallowLayers?: number;
@@ -51,6 +70,12 @@ export function loadModelConfig(dir: string, id?: string): ModelConfig {
   } else {
     throw new Error(`model folder ${abs} has no ONNX file (looked for ${specPath ?? ''} ${stdPath})`);
   }
+  const variants: ModelConfig['variants'] = { fp32: { dtype: 'fp32', onnxPath, layout } };
+  for (const dtype of WEIGHT_DTYPES) {
+    if (dtype === 'fp32') continue;
+    const file = path.join(path.dirname(onnxPath), path.basename(onnxPath, '.onnx') + DTYPE_SUFFIX[dtype] + '.onnx');
+    if (existsSync(file)) variants[dtype] = { dtype, onnxPath: file, layout };
+  }
   const heads = cfg.num_attention_heads;
   return {
     dir: abs,
@@ -64,6 +89,23 @@ export function loadModelConfig(dir: string, id?: string): ModelConfig {
     eosTokenIds: eos,
     onnxPath,
     layout,
+    variants,
     shallowLayers: spec.shallow_layers,
   };
+}
+
+/** Which weights `--dtype` serves. 'auto' picks int8 on the CPU provider when the folder has it
+ *  (specserve-tiny: held-out perplexity +0.02% over fp32, 99.2% of top-1 predictions the same, a
+ *  decode step 1.66x faster; int4 is +0.67% and 92.7% for 8% more speed: `npm run bench:dtypes`,
+ *  docs/benchmarks.md), and fp32 on CUDA, where MatMulNBits' int8 compute is a CPU path. */
+export function resolveVariant(cfg: ModelConfig, requested: WeightDtype | 'auto', provider: 'cpu' | 'cuda'): ModelVariant {
+  if (requested === 'auto') return (provider === 'cpu' ? cfg.variants.int8 : undefined) ?? cfg.variants.fp32!;
+  const v = cfg.variants[requested];
+  if (v) return v;
+  const want = path.basename(cfg.onnxPath, '.onnx') + DTYPE_SUFFIX[requested] + '.onnx';
+  const have = WEIGHT_DTYPES.filter((d) => cfg.variants[d]).join(', ');
+  throw new Error(
+    `model folder ${cfg.dir} has no ${requested} graph (onnx/${want}); it has: ${have}. ` +
+      'Write the others with: /usr/bin/python3 models/tooling/write_graphs.py MODEL_DIR',
+  );
 }

@@ -4,6 +4,12 @@
 export const ENGINE_DEFAULTS = {
   /** Execution provider preference: "auto" tries CUDA then falls back to CPU. */
   provider: 'auto' as 'auto' | 'cuda' | 'cpu',
+  /**
+   * Weight format of the target graph, among those the model folder has (onnx/decoder_spec.onnx,
+   * _int8, _q4; models/tooling/write_graphs.py writes them): 'auto' = int8 on the CPU provider when
+   * present, else fp32 (see resolveVariant in model-config.ts).
+   */
+  dtype: 'auto' as 'auto' | 'fp32' | 'int8' | 'int4',
   /** Intra-op threads for onnxruntime (0 = onnxruntime's choice). */
   threads: 0,
   /**

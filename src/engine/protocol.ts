@@ -88,6 +88,8 @@ export type FromWorker =
 
 export interface WorkerInfo {
   provider: 'cuda' | 'cpu';
+  /** Weight format of the target graph in use. */
+  dtype: import('./model-config.ts').WeightDtype;
   layout: 'speculative' | 'optimum';
   drafters: { name: string; available: boolean; reason?: string; description: string }[];
 }
@@ -95,6 +97,7 @@ export interface WorkerInfo {
 export interface WorkerInit {
   modelDir: string;
   provider: 'auto' | 'cuda' | 'cpu';
+  dtype: import('./model-config.ts').WeightDtype | 'auto';
   threads: number;
   spinThreads: boolean;
   maxBatchSize: number;

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
-import type { ModelConfig } from './model-config.ts';
+import { resolveVariant, type ModelConfig, type ModelVariant, type WeightDtype } from './model-config.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -12,13 +12,17 @@ export interface ForwardInput {
   batch: number;
   /** New tokens per row (rows shorter than this are padded and fully masked). */
   newTokens: number;
-  /** Past length per row in the input (rows with less past are masked beyond their length). */
+  /** Rows of the past buffers. Speculative layout: every row's cached rows and new tokens fit
+   *  (the graph writes each new token's K/V at its cachePosition inside the buffer; other rows are
+   *  masked). Optimum layout: the cached rows, the new ones are appended after them. */
   past: number;
   /** [batch, newTokens] */
   inputIds: BigInt64Array;
   /** [batch, newTokens] */
   positionIds: BigInt64Array;
-  /** [batch, 1, newTokens, past + newTokens]; 0 = attend, -1e9 = blocked. Speculative layout only. */
+  /** [batch, newTokens]: the past-buffer row each new token's K/V takes. Speculative layout only. */
+  cachePosition?: BigInt64Array;
+  /** [batch, 1, newTokens, past]; 0 = attend, -1e9 = blocked. Speculative layout only. */
   attentionBias?: Float32Array;
   /** [batch, past + newTokens] 1/0 padding mask. Optimum layout only. */
   attentionMask?: BigInt64Array;
@@ -40,6 +44,42 @@ export interface ForwardOutput {
   values: Float32Array[];
 }
 
+/**
+ * A batch-1 input of `tokens` as a chain after `cached` rows (prefill chunks, plain steps, tools and
+ * benchmarks): past buffers of cached + T rows, token i in cache slot cached + i, causal mask.
+ * `past` per layer head-major [kvHeads, cached, headDim]; zeros when absent.
+ */
+export function chainInput(
+  cfg: { numLayers: number; numKvHeads: number; headDim: number },
+  tokens: number[],
+  cached: number,
+  past?: { keys: Float32Array[]; values: Float32Array[] },
+): ForwardInput {
+  const T = tokens.length;
+  const P = cached + T;
+  const { numKvHeads: H, headDim: D } = cfg;
+  const buffer = (rows?: Float32Array) => {
+    const out = new Float32Array(H * P * D);
+    if (rows) for (let h = 0; h < H; h++) out.set(rows.subarray(h * cached * D, (h + 1) * cached * D), h * P * D);
+    return out;
+  };
+  const bias = new Float32Array(T * P);
+  for (let t = 0; t < T; t++) bias.fill(NEG_BIAS, t * P + cached + t + 1, (t + 1) * P);
+  return {
+    batch: 1, newTokens: T, past: P,
+    inputIds: BigInt64Array.from(tokens, BigInt),
+    positionIds: BigInt64Array.from(tokens, (_, i) => BigInt(cached + i)),
+    cachePosition: BigInt64Array.from(tokens, (_, i) => BigInt(cached + i)),
+    attentionBias: bias,
+    pastKeys: Array.from({ length: cfg.numLayers }, (_, l) => buffer(past?.keys[l])),
+    pastValues: Array.from({ length: cfg.numLayers }, (_, l) => buffer(past?.values[l])),
+  };
+}
+
+/** Additive attention bias of a blocked position. Not -Infinity: a fully masked (padding) row
+ *  must give no NaN. */
+export const NEG_BIAS = -1e9;
+
 /** The target's layers [fromLayer, L) fed the residual stream after layer fromLayer (Kangaroo's
  *  verification: the drafter already ran the shallow layers for these rows). */
 export interface DeepInput extends Omit<ForwardInput, 'inputIds' | 'attentionMask'> {
@@ -54,6 +94,8 @@ export type Provider = 'cuda' | 'cpu';
 
 export interface RunnerOptions {
   provider: 'auto' | Provider;
+  /** Which of the folder's weight formats to run ('auto': see resolveVariant). */
+  dtype: WeightDtype | 'auto';
   threads: number;
   /** Let onnxruntime's idle intra-op threads spin (see ENGINE_DEFAULTS.spinThreads). */
   spinThreads?: boolean;
@@ -67,11 +109,15 @@ export class Runner {
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly cfg: ModelConfig,
+    /** The weight format and graph file this runner runs. */
+    readonly variant: ModelVariant,
     readonly provider: Provider,
     /** Threads and spinning the target runs with (the deep graph runs with the same). */
     private readonly options: ort.InferenceSession.SessionOptions,
   ) {
     const names = session.inputNames;
+    if (names.includes('attention_bias') && !names.includes('cache_position'))
+      throw new Error(`${variant.onnxPath} appends new K/V after its past (an older export); rewrite it with models/tooling/write_graphs.py`);
     if (names.includes('attention_bias')) this.layout = 'speculative';
     else if (names.includes('attention_mask')) this.layout = 'optimum';
     else throw new Error(`unrecognised ONNX inputs: ${names.join(', ')}`);
@@ -91,10 +137,11 @@ export class Runner {
     if (opts.provider === 'auto' && !cudaLib) {
       log('execution provider: CPU (CUDA provider library not installed; on a GPU host run `npm run setup:cuda`)');
     } else if (opts.provider !== 'cpu') {
+      const variant = resolveVariant(cfg, opts.dtype, 'cuda');
       try {
-        const s = await ort.InferenceSession.create(cfg.onnxPath, { ...base, executionProviders: ['cuda'] });
-        log(`execution provider: CUDA (${cfg.onnxPath})`);
-        return new Runner(s, cfg, 'cuda', base);
+        const s = await ort.InferenceSession.create(variant.onnxPath, { ...base, executionProviders: ['cuda'] });
+        log(`execution provider: CUDA (${variant.dtype} weights, ${variant.onnxPath})`);
+        return new Runner(s, cfg, variant, 'cuda', base);
       } catch (err) {
         if (opts.provider === 'cuda') throw new Error(`CUDA execution provider requested but unavailable: ${(err as Error).message}`);
         log(`execution provider: CPU (CUDA unavailable: ${firstLine((err as Error).message)})`);
@@ -102,8 +149,10 @@ export class Runner {
     } else {
       log('execution provider: CPU (configured)');
     }
-    const s = await ort.InferenceSession.create(cfg.onnxPath, { ...base, executionProviders: ['cpu'] });
-    return new Runner(s, cfg, 'cpu', base);
+    const variant = resolveVariant(cfg, opts.dtype, 'cpu');
+    const s = await ort.InferenceSession.create(variant.onnxPath, { ...base, executionProviders: ['cpu'] });
+    log(`weights: ${variant.dtype} (${path.relative(cfg.dir, variant.onnxPath)})`);
+    return new Runner(s, cfg, variant, 'cpu', base);
   }
 
   /** Loads the target's deep layers as a graph of their own (same provider, threads and
@@ -124,7 +173,8 @@ export class Runner {
     const feeds: Record<string, ort.Tensor> = {
       hidden_shallow: new ort.Tensor('float32', x.hidden, [B, T, D]),
       position_ids: new ort.Tensor('int64', x.positionIds, [B, T]),
-      attention_bias: new ort.Tensor('float32', x.attentionBias!, [B, 1, T, P + T]),
+      cache_position: new ort.Tensor('int64', x.cachePosition!, [B, T]),
+      attention_bias: new ort.Tensor('float32', x.attentionBias!, [B, 1, T, P]),
     };
     for (let l = from; l < numLayers; l++) {
       feeds[`past_key_values.${l}.key`] = new ort.Tensor('float32', x.pastKeys[l - from], [B, KV, P, HD]);
@@ -148,8 +198,10 @@ export class Runner {
       position_ids: new ort.Tensor('int64', x.positionIds, [B, T]),
     };
     const spec = this.layout === 'speculative';
-    if (spec) feeds.attention_bias = new ort.Tensor('float32', x.attentionBias!, [B, 1, T, P + T]);
-    else feeds.attention_mask = new ort.Tensor('int64', x.attentionMask!, [B, P + T]);
+    if (spec) {
+      feeds.cache_position = new ort.Tensor('int64', x.cachePosition!, [B, T]);
+      feeds.attention_bias = new ort.Tensor('float32', x.attentionBias!, [B, 1, T, P]);
+    } else feeds.attention_mask = new ort.Tensor('int64', x.attentionMask!, [B, P + T]);
     const pastDims = [B, KV, P, HD];
     for (let l = 0; l < numLayers; l++) {
       feeds[`past_key_values.${l}.key`] = new ort.Tensor('float32', x.pastKeys[l], pastDims);

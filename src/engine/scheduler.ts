@@ -14,10 +14,9 @@ import { verifyGreedy, verifySampled, type Relax, type VerifyTree } from './acce
 import { DraftCapPolicy } from './draft-policy.ts';
 import { relax, type LanternNeighbours } from './lantern.ts';
 import type { FromWorker, SeqRequest, WireLogprob } from './protocol.ts';
-import type { DeepInput, ForwardInput, ForwardOutput } from './runner.ts';
+import { NEG_BIAS as NEG, type DeepInput, type ForwardInput, type ForwardOutput } from './runner.ts';
 import { argmax, logSoftmax, penalize, Rng, sampleFrom, topN, warp, type TokenCounts } from './sampling.ts';
 
-const NEG = -1e9;
 /** Steps drafting pauses after a failed single-token probe, doubling up to the max. */
 const DRAFT_BACKOFF_MIN = 2;
 const DRAFT_BACKOFF_MAX = 16;
@@ -98,6 +97,8 @@ interface Row {
   tokens: number[];
   parents: number[];
   depth: number[];
+  /** Set when the forward's input is built: cacheSlots(parents). */
+  slots?: CacheSlots;
   kind: 'prefill' | 'decode';
   tree?: DraftTree;
 }
@@ -478,33 +479,36 @@ export class Scheduler {
     let pastValues: Float32Array[] = [];
     const view = group[0].kind === 'decode' ? this.pastView(fromLayer) : null;
     if (view) {
-      const v = view.prepare(group.map((r) => r.seq.req.id));
+      const v = view.prepare(group.map((r) => r.seq.req.id), T);
       rows = v.order.map((i) => group[i]);
       P = v.stride;
       pastKeys = v.keys;
       pastValues = v.values;
     } else {
-      P = Math.max(...group.map((r) => this.kv.length(r.seq.req.id)));
+      P = Math.max(...group.map((r) => this.kv.length(r.seq.req.id))) + T;
       for (let l = fromLayer; l < numLayers; l++) {
         pastKeys.push(this.buf(`k${l}`, B * P * W));
         pastValues.push(this.buf(`v${l}`, B * P * W));
       }
       group.forEach((r, b) => this.kv.gatherLayers(r.seq.req.id, fromLayer, numLayers, pastKeys, pastValues, b, P));
     }
-    const S = P + T;
+    // row b's new token t takes cache slot L_b + t of the past buffer (rows padded to T too, into
+    // slots no real token sees), and attends to the L_b cached rows and its ancestors' slots
     const positionIds = new BigInt64Array(B * T);
-    const bias = new Float32Array(B * T * S).fill(NEG);
+    const cachePosition = new BigInt64Array(B * T);
+    const bias = new Float32Array(B * T * P).fill(NEG);
     rows.forEach((r, b) => {
       const L = this.kv.length(r.seq.req.id);
+      const slots = (r.slots = cacheSlots(r.parents));
+      for (let t = 0; t < T; t++) cachePosition[b * T + t] = BigInt(L + (t < r.tokens.length ? slots.offset[t] : t));
       for (let t = 0; t < r.tokens.length; t++) {
         positionIds[b * T + t] = BigInt(L + r.depth[t]);
-        const rowOff = (b * T + t) * S;
+        const rowOff = (b * T + t) * P;
         bias.fill(0, rowOff, rowOff + L);
-        // ancestors-or-self inside the new block
-        for (let a = t; a >= 0; a = r.parents[a]) bias[rowOff + P + a] = 0;
+        for (let a = t; a >= 0; a = r.parents[a]) bias[rowOff + L + slots.offset[a]] = 0;
       }
     });
-    return { rows, input: { batch: B, newTokens: T, past: P, positionIds, attentionBias: bias, pastKeys, pastValues } };
+    return { rows, input: { batch: B, newTokens: T, past: P, positionIds, cachePosition, attentionBias: bias, pastKeys, pastValues } };
   }
 
   /** The kept past view of layers [fromLayer, L) for decode batches, when the cache allows one. */
@@ -595,6 +599,7 @@ export class Scheduler {
         parents: Int32Array.from(r.parents),
         kind: r.tree?.kind ?? 'deterministic',
         draftProbs: r.tree?.probs ? shiftProbs(r.tree.probs, V) : undefined,
+        exact: r.slots?.onChain,
       };
       const pathTokens = (node: number) => {
         const toks: number[] = [];
@@ -770,6 +775,37 @@ export class Scheduler {
       });
     }
   }
+}
+
+interface CacheSlots {
+  /** [nodes] the node's cache slot, after the sequence's cached rows. */
+  offset: number[];
+  /** [nodes] 1 on the main chain. */
+  onChain: Uint8Array;
+}
+
+/**
+ * Where a row's new tokens go in the past buffer. The graph sums a query's attention over keys by
+ * slot (models/tooling/graph.py, _slot_index), so a node gets exactly the logits of decoding its path
+ * one token at a time only when its ancestors hold the slots right after the cached rows, in order,
+ * with no other key between them. One path can have that: the main chain (root, its first child,
+ * that node's first child, ...; drafters list their likeliest child first) takes slots 0, 1, 2, ...
+ * after the cache, every other node the slots after it. Prompt chunks and draft chains are all
+ * main chain. Verification stops at an accepted node off the chain (VerifyTree.exact).
+ */
+function cacheSlots(parents: number[]): CacheSlots {
+  const n = parents.length;
+  const offset = new Array<number>(n).fill(-1);
+  const onChain = new Uint8Array(n);
+  let next = 0;
+  for (let node = 0; node >= 0; ) {
+    offset[node] = next++;
+    onChain[node] = 1;
+    const child = parents.indexOf(node, node + 1);
+    node = child;
+  }
+  for (let i = 0; i < n; i++) if (offset[i] < 0) offset[i] = next++;
+  return { offset, onChain };
 }
 
 /** A draft tree's q rows are per draft node; the verify tree has the root in front. */

@@ -126,6 +126,8 @@ export interface EngineInfo {
   contextLength: number;
   /** Execution provider actually in use. */
   provider: 'cuda' | 'cpu';
+  /** Weight format of the target graph in use. */
+  dtype: import('./model-config.ts').WeightDtype;
   /** Which ONNX layout the model folder has. */
   layout: 'speculative' | 'optimum';
   vocabSize: number;

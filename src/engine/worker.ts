@@ -31,15 +31,17 @@ async function main() {
   const cfg = loadModelConfig(init.modelDir);
   const runner = await Runner.create(cfg, {
     provider: init.provider,
+    dtype: init.dtype,
     threads: init.threads,
     spinThreads: init.spinThreads,
     log: (message) => send({ type: 'log', level: 'info', message }),
   });
   const kv = new PagedKvCache({ layers: cfg.numLayers, kvHeads: cfg.numKvHeads, headDim: cfg.headDim }, init.kvCacheBytes, 16, init.kvCache === 'saq' ? SAQ_DEFAULTS : null);
-  const split = kangarooDeepGraph(cfg.dir);
+  const dtype = runner.variant.dtype;
+  const split = kangarooDeepGraph(cfg.dir, dtype);
   const deepVerify = split ? await runner.loadDeep(split.file, split.fromLayer) : false;
   const { drafters, info } = await createDrafters({
-    modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout,
+    modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout, dtype,
     shallowLayers: cfg.shallowLayers, contextLength: cfg.contextLength, deepVerify,
   });
   const sched = new Scheduler(cfg, runner, kv, drafters, init, emit, LanternNeighbours.load(cfg.dir));
@@ -56,7 +58,7 @@ async function main() {
     }
     wake?.();
   });
-  send({ type: 'ready', info: { provider: runner.provider, layout: runner.layout, drafters: info } });
+  send({ type: 'ready', info: { provider: runner.provider, dtype, layout: runner.layout, drafters: info } });
   let lastLoad = 0;
   while (!stopping) {
     const worked = await sched.step();

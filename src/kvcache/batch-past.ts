@@ -32,7 +32,7 @@ interface Slot {
 export interface BatchPastView {
   /** Order of the requested ids in the batch (indices into the ids given to `prepare`). */
   order: number[];
-  /** The past dimension of the tensors (>= every sequence's length). */
+  /** The past dimension of the tensors (>= every sequence's length + the room asked for). */
   stride: number;
   /** Per layer [batch, kvHeads, stride, headDim]. */
   keys: Float32Array[];
@@ -65,12 +65,13 @@ export class BatchPast {
     this.layers = layerTo - layerFrom;
   }
 
-  /** Brings the buffer up to date for a batch of sequences and returns it. Sequences already held
-   *  keep their slots, so the batch order is the view's (`order`), not the caller's. */
-  prepare(ids: number[]): BatchPastView {
+  /** Brings the buffer up to date for a batch of sequences and returns it, with room for `room` new
+   *  rows after the longest (the graph writes a step's new K/V into the buffer). Sequences already
+   *  held keep their slots, so the batch order is the view's (`order`), not the caller's. */
+  prepare(ids: number[], room = 0): BatchPastView {
     const B = ids.length;
     const lens = ids.map((id) => this.kv.length(id));
-    const need = Math.max(1, ...lens);
+    const need = Math.max(1, ...lens) + room;
     let copied = 0;
     if (need > this.stride || this.stride - need > SHRINK) this.relayout(Math.ceil(need / ROUND) * ROUND, Math.max(B, this.capacity));
     else if (B > this.capacity) this.relayout(this.stride, Math.max(B, this.capacity * 2));

@@ -9,7 +9,7 @@ import ort from 'onnxruntime-node';
 import { CHIMERA_BRANCH, ChimeraDrafter } from '../../src/drafters/chimera/index.ts';
 import { DrafterUnavailable, type DraftContext, type DraftTree } from '../../src/drafters/Drafter.ts';
 import { loadModelConfig, type ModelConfig } from '../../src/engine/model-config.ts';
-import { Runner } from '../../src/engine/runner.ts';
+import { chainInput, Runner } from '../../src/engine/runner.ts';
 import { TextCodec } from '../../src/engine/text.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 
@@ -27,16 +27,8 @@ before(async () => {
   const codec = new TextCodec(DEFAULT_MODEL_DIR);
   tokens = codec.encode(readFileSync(path.join(DEFAULT_MODEL_DIR, 'heldout.txt'), 'utf8').slice(0, 4000)).slice(0, N);
   assert.equal(tokens.length, N);
-  const runner = await Runner.create(cfg, { provider: 'cpu', threads: 1 });
-  const bias = new Float32Array(N * N);
-  for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) bias[i * N + j] = -1e9;
-  const empty = () => Array.from({ length: cfg.numLayers }, () => new Float32Array(0));
-  const out = await runner.forward({
-    batch: 1, newTokens: N, past: 0,
-    inputIds: BigInt64Array.from(tokens, BigInt),
-    positionIds: BigInt64Array.from(tokens, (_, i) => BigInt(i)),
-    attentionBias: bias, pastKeys: empty(), pastValues: empty(),
-  });
+  const runner = await Runner.create(cfg, { provider: 'cpu', dtype: 'fp32', threads: 1 });
+  const out = await runner.forward(chainInput(cfg, tokens, 0));
   hidden = out.hidden!;
   greedy = [];
   for (let i = 0; i < N; i++) {

@@ -6,17 +6,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { checkModel } from '../../models/tooling/check.ts';
-import { loadModelConfig } from '../../src/engine/model-config.ts';
+import { loadModelConfig, WEIGHT_DTYPES } from '../../src/engine/model-config.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 
-test('committed model files pass the build checks', async () => {
-  const results = await checkModel(DEFAULT_MODEL_DIR);
-  assert.ok(results.length >= 7);
-  for (const r of results) assert.ok(r.ok, `${r.name}: max abs err ${r.maxAbsErr} > ${r.tolerance}`);
-});
+for (const dtype of WEIGHT_DTYPES) {
+  test(`committed ${dtype} graphs pass the build checks`, async () => {
+    const results = await checkModel(DEFAULT_MODEL_DIR, dtype);
+    assert.ok(results.length >= (dtype === 'fp32' ? 7 : 3));
+    for (const r of results) assert.ok(r.ok, `${r.name}: max abs err ${r.maxAbsErr} > ${r.tolerance}`);
+  });
+}
 
 test('the folder has everything npm start and the drafters need', () => {
-  for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/model.onnx', 'onnx/decoder_spec.onnx', 'aded/trigram.bin']) {
+  for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/model.onnx', 'onnx/decoder_spec.onnx', 'onnx/model_int8.onnx', 'onnx/decoder_spec_int8.onnx', 'onnx/model_q4.onnx', 'onnx/decoder_spec_q4.onnx', 'aded/trigram.bin']) {
     assert.ok(existsSync(path.join(DEFAULT_MODEL_DIR, f)), `missing ${f}`);
   }
   const cfg = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8'));

@@ -45,6 +45,7 @@ export class FakeEngine implements Engine {
       modelId: FAKE_MODEL_ID,
       contextLength: 256,
       provider: 'cpu',
+      dtype: 'fp32',
       layout: 'speculative',
       vocabSize: 256,
       defaultDrafter: 'none',

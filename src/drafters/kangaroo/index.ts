@@ -21,6 +21,7 @@ import ort from 'onnxruntime-node';
 import { chain, DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
 import { copyToHeadMajor } from '../../kvcache/paged.ts';
 import { headSession } from '../medusa/index.ts';
+import { DTYPE_SUFFIX, type WeightDtype } from '../../engine/model-config.ts';
 
 /** Additive attention bias of a masked position (as the engine's). */
 const NEG = -1e9;
@@ -51,10 +52,11 @@ export function loadKangarooManifest(modelDir: string): KangarooManifest | null 
   return existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : null;
 }
 
-/** The split target graph the engine verifies Kangaroo drafts with, when the model has one. */
-export function kangarooDeepGraph(modelDir: string): { file: string; fromLayer: number } | null {
+/** The split target graph the engine verifies Kangaroo drafts with, in the target's weight format,
+ *  when the model has one. */
+export function kangarooDeepGraph(modelDir: string, dtype: WeightDtype): { file: string; fromLayer: number } | null {
   const m = loadKangarooManifest(modelDir);
-  const file = path.join(modelDir, 'kangaroo', 'deep.onnx');
+  const file = path.join(modelDir, 'kangaroo', `deep${DTYPE_SUFFIX[dtype]}.onnx`);
   return m && existsSync(file) ? { file, fromLayer: m.exit_layer } : null;
 }
 
@@ -101,14 +103,15 @@ export class KangarooDrafter implements Drafter {
     this.needs = { hidden: false, history: 'shallow', pastLayers: manifest.exit_layer, treeMask: true } as const;
   }
 
-  static async load(env: { modelDir: string; shallowLayers?: number; contextLength?: number }): Promise<KangarooDrafter> {
+  static async load(env: { modelDir: string; dtype: WeightDtype; shallowLayers?: number; contextLength?: number }): Promise<KangarooDrafter> {
     const m = loadKangarooManifest(env.modelDir);
     if (!m) throw new DrafterUnavailable(`no Kangaroo adapter at ${path.join(env.modelDir, 'kangaroo')} (trained by models/tooling/kangaroo.py)`);
     if (env.shallowLayers !== undefined && env.shallowLayers !== m.exit_layer)
       throw new DrafterUnavailable(`adapter exits at layer ${m.exit_layer} but the model's hidden_shallow is after layer ${env.shallowLayers}`);
     const dir = path.join(env.modelDir, 'kangaroo');
     return new KangarooDrafter(
-      await headSession(path.join(dir, 'draft.onnx')),
+      // its shallow layers are the target's own, in the target's weight format (write_graphs.py)
+      await headSession(path.join(dir, `draft${DTYPE_SUFFIX[env.dtype]}.onnx`)),
       await headSession(path.join(dir, 'adapter.onnx')),
       m,
       env.contextLength ?? 1024,
@@ -184,12 +187,17 @@ export class KangarooDrafter implements Drafter {
     let lowConfidence = false;
     for (let i = 0; ; i++) {
       const P = committed + i;
-      // the whole stride is past; rows [P, S) are not yet (or no longer) this sequence's: masked
+      // the adapter: the whole stride is past, its rows [P, S) not yet (or no longer) this
+      // sequence's, and the new row comes after it. The target's shallow layers write the new row
+      // into their buffer at row P (cache_position) and see rows [0, P]
       const bias = new Float32Array(S + 1).fill(NEG, P, S);
+      const cacheBias = new Float32Array(S).fill(NEG, P + 1);
       const feeds: Record<string, ort.Tensor> = {
         input_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(token)), [1, 1]),
         position_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(P)), [1, 1]),
         attention_bias: new ort.Tensor('float32', bias, [1, 1, 1, S + 1]),
+        cache_position: new ort.Tensor('int64', BigInt64Array.of(BigInt(P)), [1, 1]),
+        cache_attention_bias: new ort.Tensor('float32', cacheBias, [1, 1, 1, S]),
         'adapter_past.key': new ort.Tensor('float32', st.k, shape),
         'adapter_past.value': new ort.Tensor('float32', st.v, shape),
       };
