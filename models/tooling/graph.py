@@ -10,14 +10,14 @@ model and converted checkpoints.
 Why a writer rather than torch.onnx.export: a one-token decode step of a small model is bound by the
 kernels it launches as much as by its weights. The torch export of specserve-tiny had 1,067 nodes:
 RMSNorm as Pow/ReduceMean/Add/Sqrt/Div/Mul, RoPE as Slice/Neg/Concat/Mul/Add, attention as chains
-of Reshape/Transpose/MatMul/Softmax. Written directly, a layer is 16 kernels:
+of Reshape/Transpose/MatMul/Softmax. Written directly, a layer is 19 kernels:
 
   SkipSimplifiedLayerNormalization   residual add + RMSNorm in one pass (com.microsoft)
   MatMul | MatMulNBits               the q, k and v projections as one matrix
   Split, RotaryEmbedding x2          rotate-half RoPE from a cos/sin table (com.microsoft)
-  Reshape, MultiHeadAttention, Reshape
-                                     attention over the past K/V with an additive mask: the tree
-                                     mask of speculative verification (com.microsoft; see _fold_order)
+  Reshape x3, ScatterND x2           the new K/V rows into their cache slots (see _slot_index)
+  MultiHeadAttention, Reshape        attention with an additive mask: the tree mask of speculative
+                                     verification (com.microsoft; query heads folded, _fold_order)
   MatMul, SkipSimplifiedLayerNormalization
   MatMul                             the gate and up projections as one matrix
   Split, QuickGelu(alpha 1) = SiLU, Mul, MatMul
@@ -126,6 +126,7 @@ class _Graph:
 
     def op(self, op_type, inputs, n_out=1, stem=None, domain=None, outputs=None, **attrs):
         stem = stem or op_type.lower()
+        n_out = len(outputs) if outputs else n_out
         outs = outputs or [self.name(f"{stem}_out{i}" if n_out > 1 else f"{stem}_out") for i in range(n_out)]
         kw = {"domain": domain} if domain else {}
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.name(stem), **kw, **attrs))
@@ -187,10 +188,11 @@ def _fold_order(cfg):
     return np.concatenate([np.arange(h * hd, (h + 1) * hd) for h in heads])
 
 
-def _layer(g, cfg, w, i, resid, delta, bias, slots, dtype):
+def _layer(g, cfg, w, i, resid, delta, bias, slots, dtype, outputs):
     """Decoder block i. Its input is resid + delta (delta None: resid alone), summed inside the norm.
-    Returns (block input, attention residual, MLP output, new K [B,T,KV*hd], new V, present K, V);
-    the block's output is attention residual + MLP output, summed by whatever reads it next."""
+    Returns (attention residual, MLP output): the block's output is their sum, taken by whatever
+    reads it next. `outputs` names graph outputs produced here: "block_in" (the block's input),
+    "new_k"/"new_v" ([B,T,KV,hd]), "present_k"/"present_v" (standard layout)."""
     p = f"model.layers.{i}"
     H, KV, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
     ln1 = g.const(f"{p}.input_layernorm.weight", w[f"{p}.input_layernorm.weight"])
@@ -198,7 +200,8 @@ def _layer(g, cfg, w, i, resid, delta, bias, slots, dtype):
         h = g.op("SimplifiedLayerNormalization", [resid, ln1], stem=f"{p}.input_layernorm", axis=-1, epsilon=cfg.norm_eps)
         block_in = resid
     else:
-        h, _, _, block_in = g.op("SkipSimplifiedLayerNormalization", [resid, delta, ln1], n_out=4,
+        names = [g.name(f"{p}.input_layernorm_out"), "", "", outputs.get("block_in") or g.name(f"{p}.block_in")]
+        h, _, _, block_in = g.op("SkipSimplifiedLayerNormalization", [resid, delta, ln1], outputs=names,
                                  stem=f"{p}.input_layernorm", domain="com.microsoft", epsilon=cfg.norm_eps)
     order = _fold_order(cfg)
     Wq = w[f"{p}.self_attn.q_proj.weight"][order]
@@ -215,27 +218,24 @@ def _layer(g, cfg, w, i, resid, delta, bias, slots, dtype):
              domain="com.microsoft", interleaved=0)
     q_rows = g.op("Reshape", [q, g.const(f"{p}.self_attn.q_fold", np.array([0, -1, KV * hd], np.int64))], stem=f"{p}.self_attn.q_fold")
     kv_shape = g.const(f"{p}.self_attn.kv_shape", np.array([0, 0, KV, hd], np.int64))
-    k4 = g.op("Reshape", [k, kv_shape], stem=f"{p}.self_attn.k_rows")   # [B,T,KV,hd]: the new K output
-    v4 = g.op("Reshape", [v, kv_shape], stem=f"{p}.self_attn.v_rows")
+    k4 = g.op("Reshape", [k, kv_shape], stem=f"{p}.self_attn.k_rows", outputs=[outputs["new_k"]] if "new_k" in outputs else None)  # [B,T,KV,hd]
+    v4 = g.op("Reshape", [v, kv_shape], stem=f"{p}.self_attn.v_rows", outputs=[outputs["new_v"]] if "new_v" in outputs else None)
     past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
     scale = 1.0 / math.sqrt(hd)
     if slots is None:
         # standard layout: keys = past + new rows after it (the present outputs)
-        outs = [g.name(f"{p}.attn_out"), g.name(f"{p}.present_k"), g.name(f"{p}.present_v")]
+        outs = [g.name(f"{p}.attn_out"), outputs.get("present_k") or g.name(f"{p}.present_k"), outputs.get("present_v") or g.name(f"{p}.present_v")]
         g.op("MultiHeadAttention", [q_rows, k, v, "", "", bias, past_k, past_v], stem=f"{p}.self_attn.attention", outputs=outs,
              domain="com.microsoft", num_heads=KV, scale=scale)
-        attn_rows, present = outs[0], outs[1:]
+        attn_rows = outs[0]
     else:
         # the new rows take their cache slots inside the past buffer (see _slot_index): keys stay
         # in cache order, so a position's attention sums the same keys in the same places
         # whatever else the call holds
-        kb = g.op("Transpose", [k4], stem=f"{p}.self_attn.k_heads", perm=[0, 2, 1, 3])        # [B,KV,T,hd]
-        vb = g.op("Transpose", [v4], stem=f"{p}.self_attn.v_heads", perm=[0, 2, 1, 3])
-        keys = g.op("ScatterElements", [past_k, slots, kb], stem=f"{p}.self_attn.keys", axis=2)   # [B,KV,P,hd]
-        values = g.op("ScatterElements", [past_v, slots, vb], stem=f"{p}.self_attn.values", axis=2)
+        keys = g.op("ScatterND", [past_k, slots, k4], stem=f"{p}.self_attn.keys")      # [B,KV,P,hd]
+        values = g.op("ScatterND", [past_v, slots, v4], stem=f"{p}.self_attn.values")
         attn_rows = g.op("MultiHeadAttention", [q_rows, keys, values, "", "", bias], stem=f"{p}.self_attn.attention",
                          domain="com.microsoft", num_heads=KV, scale=scale)
-        present = None
     attn = g.op("Reshape", [attn_rows, g.const(f"{p}.self_attn.unfold", np.array([0, -1, H * hd], np.int64))], stem=f"{p}.self_attn.unfold")
     o = _dense(g, attn, w[f"{p}.self_attn.o_proj.weight"][:, order].T, f"{p}.self_attn.o_proj", dtype)
     ln2 = g.const(f"{p}.post_attention_layernorm.weight", w[f"{p}.post_attention_layernorm.weight"])
@@ -248,7 +248,7 @@ def _layer(g, cfg, w, i, resid, delta, bias, slots, dtype):
     act = g.op("QuickGelu", [gate], stem=f"{p}.mlp.silu", domain="com.microsoft", alpha=1.0)
     prod = g.op("Mul", [act, up], stem=f"{p}.mlp.mul")
     down = _dense(g, prod, w[f"{p}.mlp.down_proj.weight"].T, f"{p}.mlp.down_proj", dtype)
-    return block_in, mid, down, k4, v4, present
+    return mid, down
 
 
 def build(w, cfg: ArchConfig, layout="speculative", dtype="fp32", split=None, embed_name="model.embed_tokens.weight"):
@@ -321,14 +321,13 @@ def build(w, cfg: ArchConfig, layout="speculative", dtype="fp32", split=None, em
         resid, delta = g.op("Gather", [embed_name, "input_ids"], stem="model.embed_tokens", axis=0), None
 
     for i in range(first, last):
-        block_in, resid, delta, k, v, present = _layer(g, cfg, w, i, resid, delta, bias, slots, dtype)
+        if layout == "standard":
+            outputs = {"present_k": f"present.{i}.key", "present_v": f"present.{i}.value"}
+        else:
+            outputs = {"new_k": f"new_key_values.{i}.key", "new_v": f"new_key_values.{i}.value"}
         if layout == "speculative" and i == split:
-            g.op("Identity", [block_in], outputs=["hidden_shallow"], stem="hidden_shallow")
-        for kv, new, old in (("key", k, present and present[0]), ("value", v, present and present[1])):
-            if layout == "standard":
-                g.op("Identity", [old], outputs=[f"present.{i}.{kv}"], stem=f"present.{i}.{kv}")
-            else:
-                g.op("Identity", [new], outputs=[f"new_key_values.{i}.{kv}"], stem=f"new_key_values.{i}.{kv}")
+            outputs["block_in"] = "hidden_shallow"
+        resid, delta = _layer(g, cfg, w, i, resid, delta, bias, slots, dtype, outputs)
 
     if layout == "shallow":
         g.op("Add", [resid, delta], outputs=["hidden_shallow"], stem="hidden_shallow")
@@ -355,8 +354,9 @@ def build(w, cfg: ArchConfig, layout="speculative", dtype="fp32", split=None, em
 
 
 def _slot_index(g, cfg):
-    """cache_position [B,T] -> the ScatterElements index [B,KV,T,hd] placing new row t of batch row b
-    at key index cache_position[b,t] of the past buffer.
+    """cache_position [B,T] -> the ScatterND index [B,T,KV,3] = (b, kv head, cache_position[b,t]):
+    new row t of batch row b, head kv ([B,T,KV,hd] as the projection gives it), goes to key index
+    cache_position[b,t] of the head-major past buffer [B,KV,P,hd].
 
     Why the new rows go inside the buffer instead of after it: the attention kernel sums a query's
     softmax over the keys in vector lanes by key index. With the new rows after a padded past
@@ -366,14 +366,18 @@ def _slot_index(g, cfg):
     differences. In cache order every position sees its keys at the same indices in every call, with
     masked keys only after them: prefill chunks, single steps, batches and draft chains give the
     same bits."""
-    KV, hd = cfg.kv_heads, cfg.head_dim
-    col = g.op("Unsqueeze", ["cache_position", g.const("slots.axes", np.array([1, 3], np.int64))], stem="slots.col")   # [B,1,T,1]
-    shape = g.op("Shape", ["cache_position"], stem="slots.shape")
-    full = g.op("Concat", [g.op("Slice", [shape, g.const("slots.s0", np.array([0], np.int64)), g.const("slots.s1", np.array([1], np.int64))], stem="slots.b"),
-                           g.const("slots.kv", np.array([KV], np.int64)),
-                           g.op("Slice", [shape, g.const("slots.s1b", np.array([1], np.int64)), g.const("slots.s2", np.array([2], np.int64))], stem="slots.t"),
-                           g.const("slots.hd", np.array([hd], np.int64))], stem="slots.full_shape", axis=0)
-    return g.op("Expand", [col, full], stem="slots.index")
+    KV = cfg.kv_heads
+    bt = g.op("Shape", ["cache_position"], stem="slots.bt")                                                 # [B, T]
+    target = g.op("Concat", [bt, g.const("slots.kv1", np.array([KV, 1], np.int64))], stem="slots.target", axis=0)  # [B,T,KV,1]
+    batch = g.op("Gather", [bt, g.const("slots.i0", np.array(0, np.int64))], stem="slots.batch", axis=0)
+    rows = g.op("Range", [g.const("slots.zero", np.array(0, np.int64)), batch, g.const("slots.one", np.array(1, np.int64))], stem="slots.rows")
+    cols = [
+        g.op("Reshape", [rows, g.const("slots.b_shape", np.array([-1, 1, 1, 1], np.int64))], stem="slots.b"),  # [B,1,1,1]
+        g.const("slots.kv", np.arange(KV, dtype=np.int64).reshape(1, 1, KV, 1)),                              # [1,1,KV,1]
+        g.op("Unsqueeze", ["cache_position", g.const("slots.axes", np.array([2, 3], np.int64))], stem="slots.p"),  # [B,T,1,1]
+    ]
+    cols = [g.op("Expand", [c, target], stem=f"slots.col{i}") for i, c in enumerate(cols)]
+    return g.op("Concat", cols, stem="slots.index", axis=3)
 
 
 def _fold_bias(g, cfg, bias):
