@@ -69,7 +69,7 @@ export const ConfigSchema = z
       .enum(['auto', 'fp32', 'int8', 'int4'])
       .default(ENGINE_DEFAULTS.dtype)
       .describe("Target weights among the model folder's graphs: auto (int8 on CPU when present, else fp32), fp32, int8, int4"),
-    threads: integer(0).default(ENGINE_DEFAULTS.threads).describe("onnxruntime intra-op threads (0 = onnxruntime's choice)"),
+    threads: integer(0).default(ENGINE_DEFAULTS.threads).describe('onnxruntime intra-op threads (0 = one fewer than the CPU cores, at least 1)'),
     spinThreads: z
       .union([z.boolean(), z.enum(['true', 'false'])])
       .transform((v) => v === true || v === 'true')

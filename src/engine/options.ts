@@ -10,7 +10,12 @@ export const ENGINE_DEFAULTS = {
    * present, else fp32 (see resolveVariant in model-config.ts).
    */
   dtype: 'auto' as 'auto' | 'fp32' | 'int8' | 'int4',
-  /** Intra-op threads for onnxruntime (0 = onnxruntime's choice). */
+  /**
+   * Intra-op threads for onnxruntime; 0 = one fewer than the CPU cores, at least 1 (autoThreads).
+   * The inference worker's compute and the HTTP/SSE thread's work each want a core: on 2 cores one
+   * intra-op thread decoded faster than two at every concurrency measured (1, 4 and 16 streams;
+   * docs/benchmarks.md).
+   */
   threads: 0,
   /**
    * Let onnxruntime's idle intra-op threads spin between ops. Spinning shaves a little latency

@@ -1,6 +1,7 @@
 // Runs the target ONNX graph. One forward takes a batch of rows, each with some new tokens after
 // its own cached prefix. The runner hides the two layouts behind one call.
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
@@ -128,8 +129,7 @@ export class Runner {
       graphOptimizationLevel: 'all',
       interOpNumThreads: 1,
       executionMode: 'sequential',
-      // onnxruntime rejects an explicit undefined; leave the key out for its own default
-      ...(opts.threads > 0 ? { intraOpNumThreads: opts.threads } : {}),
+      intraOpNumThreads: opts.threads > 0 ? opts.threads : autoThreads(),
       ...spinning(opts.spinThreads ?? false),
     };
     const log = opts.log ?? (() => {});
@@ -228,6 +228,11 @@ export class Runner {
     await this.deep?.session.release();
     await this.session.release();
   }
+}
+
+/** `threads: 0`: the cores but one, which the main thread's HTTP/SSE work needs (options.ts). */
+export function autoThreads(): number {
+  return Math.max(1, os.availableParallelism() - 1);
 }
 
 /** onnxruntime-node loads the CUDA provider from this file, downloaded only on GPU hosts. */
