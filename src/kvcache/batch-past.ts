@@ -9,18 +9,21 @@
 //     the batch; a sequence that leaves is
 //     replaced by the last slot's (one move), newcomers take the free slots;
 //   - a slot is brought up to date by copying the rows committed since it was last synced;
-//   - the past dimension (the slot stride) is the longest sequence rounded up to a multiple of
-//     ROUND, so it changes (and the held rows move to a new buffer) once every ROUND tokens of
-//     growth, not every step. Rows past a sequence's length are masked by the attention bias, as
-//     padding always was.
+//   - the past dimension (the slot stride) grows geometrically (GROWTH), so the held rows move to a
+//     new buffer once every ~quarter of growth, not every few steps: a move copies every row of
+//     every slot (at 16 streams of ~200 tokens, rounding to 16 rows moved 20 MB every 16 steps, a
+//     fifth of the decode time with the garbage collection it caused). Rows past a sequence's length
+//     are masked by the attention bias, as padding always was.
 // Only for caches whose committed rows never change (fp32; SAQ rewrites old rows at commit).
 import type { PagedKvCache } from './paged.ts';
 
-/** The stride is the longest sequence rounded up to a multiple of this (every padded row costs
- *  the forward a little: onnxruntime attends over the whole past). */
+/** A new stride is the rows needed plus this fraction, rounded up to ROUND (every padded row costs
+ *  the forward a little: the graph copies and attends over the whole past buffer). */
+const GROWTH = 0.25;
 const ROUND = 16;
-/** The stride is rebuilt smaller when it exceeds the longest sequence by more than this. */
-const SHRINK = 4 * ROUND;
+/** The stride is rebuilt smaller when it exceeds the rows needed by more than this fraction of them
+ *  plus 4 x ROUND (more than a growth step: no rebuilding back and forth). */
+const SHRINK = 0.6;
 
 interface Slot {
   id: number;
@@ -73,7 +76,8 @@ export class BatchPast {
     const lens = ids.map((id) => this.kv.length(id));
     const need = Math.max(1, ...lens) + room;
     let copied = 0;
-    if (need > this.stride || this.stride - need > SHRINK) this.relayout(Math.ceil(need / ROUND) * ROUND, Math.max(B, this.capacity));
+    if (need > this.stride || this.stride - need > SHRINK * need + 4 * ROUND)
+      this.relayout(Math.ceil((need * (1 + GROWTH)) / ROUND) * ROUND, Math.max(B, this.capacity));
     else if (B > this.capacity) this.relayout(this.stride, Math.max(B, this.capacity * 2));
 
     // slots: keep those still in the batch and still the same sequence (generation) where they are
@@ -138,23 +142,29 @@ export class BatchPast {
     this.values = [];
   }
 
-  /** New buffers of `capacity` slots of `stride` rows; the slots held move over with their rows. */
+  /** Lays the buffers out as `capacity` slots of `stride` rows; the slots held keep their rows.
+   *  The rows move inside the buffers when these are large enough (fresh memory costs a page fault
+   *  per 4 KB on first touch, and garbage to collect), else into new ones with room for a growth step. */
   private relayout(stride: number, capacity: number): void {
     const from = this.stride;
-    const to = stride;
     const { H, D } = this;
     // a slot longer than the new stride (a sequence that left the batch) is not carried over
     this.slots = this.slots.map((s) => (s.valid <= stride ? s : { ...s, gen: -1, valid: 0 }));
-    const move = (old: Float32Array | undefined) => {
-      const a = new Float32Array(capacity * H * to * D);
-      if (old)
-        this.slots.forEach((s, at) => {
-          for (let h = 0; h < H; h++) {
-            const src = (at * H + h) * from * D;
-            a.set(old.subarray(src, src + s.valid * D), (at * H + h) * to * D);
-          }
-        });
-      return a;
+    const size = capacity * H * stride * D;
+    const blocks = this.slots.length * H; // (slot, head) blocks holding rows, in buffer order
+    const move = (buf: Float32Array | undefined): Float32Array => {
+      if (!buf || buf.length < size) {
+        const a = new Float32Array(Math.ceil(size * (1 + GROWTH)));
+        for (let b = 0; b < blocks && buf; b++) a.set(buf.subarray(b * from * D, b * from * D + this.slots[(b / H) | 0].valid * D), b * stride * D);
+        return a;
+      }
+      // growing, blocks move right: last first; shrinking, they move left: first first
+      for (let i = 0; i < blocks; i++) {
+        const b = stride > from ? blocks - 1 - i : i;
+        const n = this.slots[(b / H) | 0].valid * D;
+        if (n) buf.copyWithin(b * stride * D, b * from * D, b * from * D + n);
+      }
+      return buf;
     };
     this.keys = Array.from({ length: this.layers }, (_, l) => move(this.keys[l]));
     this.values = Array.from({ length: this.layers }, (_, l) => move(this.values[l]));
