@@ -2,7 +2,7 @@
 // greedy, fixed max tokens, several repetitions, per prompt category; plain decoding and every
 // available drafter measured in the same run (interleaved), plus transformers.js on the same
 // standard-layout ONNX file as a peer, plus plain decoding through the HTTP server to show its
-// overhead. Writes bench/results/bench.{json,md,html}.
+// overhead, plus llama.cpp on the same weights (bench/peers.ts). Writes bench/results/bench.{json,md,html}.
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import os from 'node:os';
@@ -16,6 +16,9 @@ import { kvBench } from './kv-bench.ts';
 import { describeSaq } from '../src/kvcache/paged.ts';
 import { serverThroughput } from './server-bench.ts';
 import { TransformersPeer } from './peer-transformers.ts';
+import { peerCharts, peerComparison, peerMarkdown } from './peers.ts';
+import { autoThreads } from '../src/engine/runner.ts';
+import { DTYPE_SUFFIX } from '../src/engine/model-config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -24,13 +27,16 @@ const program = new Command()
   .option('--model <dir>', 'model folder', path.join(ROOT, 'models', 'specserve-tiny'))
   .option('--max-tokens <n>', 'tokens generated per prompt', (v) => parseInt(v, 10), 128)
   .option('--reps <n>', 'repetitions of each prompt', (v) => parseInt(v, 10), 3)
-  .option('--threads <n>', 'onnxruntime intra-op threads (same for every contender)', (v) => parseInt(v, 10), os.availableParallelism())
+  .option('--threads <n>', "onnxruntime intra-op threads for specserve and transformers.js (default: the server's, one fewer than the cores)", (v) => parseInt(v, 10), autoThreads())
+  .addOption(new Option('--dtype <name>', "specserve's weight format for the drafter comparison (default: the server's)").choices(['auto', 'fp32', 'int8', 'int4']).default('auto'))
   .option('--drafters <list>', 'comma-separated drafters (default: all available)')
   .option('--max-draft-tokens <n>', 'draft budget per step', (v) => parseInt(v, 10), 8)
   .option('--draft-policy <name>', "the engine's draft policy: goodput (the server's default) or static (every drafter at its full budget, deterministic drafting)", 'goodput')
   .addOption(new Option('--provider <name>', 'execution provider for specserve (cpu is the one published)').choices(['cpu', 'cuda', 'auto']).default('cpu'))
   .option('--spin-threads', "let onnxruntime's idle threads spin, as transformers.js's onnxruntime does by default (the server's default is off)", false)
   .option('--no-peer', 'skip transformers.js')
+  .option('--no-llama', 'skip llama.cpp (node-llama-cpp) on the same weights')
+  .option('--streams <list>', 'concurrent streams compared with llama.cpp', (v) => v.split(',').map(Number), [4, 16])
   .option('--no-server', 'skip the through-the-server measurement')
   .option('--no-kv', 'skip the KV cache (fp32 vs SAQ) benchmark')
   .option('--out <dir>', 'results folder', path.join(ROOT, 'bench', 'results'));
@@ -103,11 +109,11 @@ function add(a: Cell, b: Cell) {
 
 async function main() {
   const o = program.parse().opts();
-  const engine = await createEngine({ modelDir: o.model, threads: o.threads, provider: o.provider, spinThreads: o.spinThreads, draftPolicy: o.draftPolicy });
+  const engine = await createEngine({ modelDir: o.model, threads: o.threads, provider: o.provider, dtype: o.dtype, spinThreads: o.spinThreads, draftPolicy: o.draftPolicy });
   const drafters: string[] = o.drafters
     ? o.drafters.split(',')
     : engine.drafters().filter((d) => d.available).map((d) => d.name);
-  const peer = o.peer ? await TransformersPeer.load(o.model, o.threads) : null;
+  const peer = o.peer ? await TransformersPeer.load(o.model, o.threads, engine.info.dtype) : null;
   const methods = ['plain', ...drafters, ...(peer ? ['transformers.js'] : [])];
   const prompts: { category: Category; prompt: string }[] = [
     ...Object.entries(PROMPTS).flatMap(([category, list]) => list.map((prompt) => ({ category: category as Category, prompt }))),
@@ -196,8 +202,12 @@ async function main() {
     });
   }
 
+  const promptIds = prompts.map((p) => engine.tokenize(p.prompt));
   const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens, { provider: o.provider }) : null;
   await engine.close();
+  const llama = o.llama && o.provider === 'cpu'
+    ? await peerComparison(promptIds, { model: o.model, maxTokens: o.maxTokens, reps: o.reps, threads: o.threads, drafters, concurrency: o.streams, log: console.log })
+    : null;
   const kv = o.kv ? await kvBench(o.model, o.threads) : null;
   // the same measures on 8 other prompts (offsets half a spacing on): a check that the staircase is
   // not tuned to the first set
@@ -244,10 +254,11 @@ async function main() {
     const pt = tps(cells.get(key('transformers.js', 'overall'))!);
     // through the paired plain runs: plain vs the peer, and each drafter vs plain, both side by side
     const vsPlain = (m: string) => (results[m].overall as { speedup: number }).speedup;
-    md += `\nPeer: transformers.js ${pt.toFixed(1)} tok/s on \`onnx/model.onnx\` (same weights, same threads). specserve plain = ${(1 / vsPlain('transformers.js')).toFixed(2)}x transformers.js`;
+    md += `\nPeer: transformers.js ${pt.toFixed(1)} tok/s on the same weights (${engine.info.dtype}, \`onnx/model${DTYPE_SUFFIX[engine.info.dtype]}.onnx\`), same threads. specserve plain = ${(1 / vsPlain('transformers.js')).toFixed(2)}x transformers.js`;
     for (const d of drafters) md += `, ${d} = ${(vsPlain(d) / vsPlain('transformers.js')).toFixed(2)}x`;
     md += '.\n';
   }
+  if (llama) md += `\n${peerMarkdown(llama, o.maxTokens, promptIds.length)}`;
   if (server) {
     md += `\nServer overhead (plain, streaming through HTTP/SSE vs the engine directly, same prompts): server ${server.serverTps.toFixed(1)} tok/s, engine ${server.engineTps.toFixed(1)} tok/s, ratio ${(server.serverTps / server.engineTps).toFixed(3)}.\n`;
   }
@@ -307,7 +318,8 @@ async function main() {
       stacked: true,
     },
   ];
-  const files = writeReport(o.out, 'bench', { date, machine, options: o, results, identity: Object.fromEntries(checked), server, kv, kvCheck }, md, charts);
+  if (llama) charts.push(...peerCharts(llama));
+  const files = writeReport(o.out, 'bench', { date, machine, options: o, results, identity: Object.fromEntries(checked), server, llama, kv, kvCheck }, md, charts);
   console.log('\n' + md);
   console.log(`wrote ${files.join(', ')}`);
 }
