@@ -203,7 +203,7 @@ async function main() {
   }
 
   const promptIds = prompts.map((p) => engine.tokenize(p.prompt));
-  const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 6).map((p) => p.prompt), o.maxTokens, { provider: o.provider }) : null;
+  const server = o.server ? await serverThroughput(o.model, o.threads, prompts.slice(0, 12).map((p) => p.prompt), o.maxTokens, { provider: o.provider, reps: o.reps }) : null;
   await engine.close();
   const llama = o.llama && o.provider === 'cpu'
     ? await peerComparison(promptIds, { model: o.model, maxTokens: o.maxTokens, reps: o.reps, threads: o.threads, drafters, concurrency: o.streams, log: console.log })
@@ -260,7 +260,10 @@ async function main() {
   }
   if (llama) md += `\n${peerMarkdown(llama, o.maxTokens, promptIds.length)}`;
   if (server) {
-    md += `\nServer overhead (plain, streaming through HTTP/SSE vs the engine directly, same prompts): server ${server.serverTps.toFixed(1)} tok/s, engine ${server.engineTps.toFixed(1)} tok/s, ratio ${(server.serverTps / server.engineTps).toFixed(3)}.\n`;
+    const r = (xs: number[]) => `${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)} (median ${median(xs).toFixed(3)})`;
+    md += `\nServer overhead (plain, streaming through HTTP/SSE vs the engine directly, the same prompts alternating request by request, ${server.ratios.length} passes): ` +
+      `server ${server.serverTps.toFixed(1)} tok/s, engine ${server.engineTps.toFixed(1)} tok/s; server/engine per pass, whole requests ${r(server.ratios)}, after the first token ${r(server.decodeRatios)}; ` +
+      `time to first token ${server.firstTokenMs.server.toFixed(1)} vs ${server.firstTokenMs.engine.toFixed(1)} ms.\n`;
   }
   if (kv) {
     md += `\n#### KV cache: fp32 vs SAQ (${kv.contextTokens} tokens of context, ${kv.generated} generated, greedy)\n\n`;

@@ -45,6 +45,12 @@ export class SseStream {
 
   async send(data: unknown): Promise<void> {
     if (this.closed) return;
+    // events written in the same turn of the event loop (one worker message can carry several
+    // steps) leave in one socket write
+    if (!this.#res.writableCorked) {
+      this.#res.cork();
+      setImmediate(() => this.#res.uncork());
+    }
     if (!this.#res.write(`data: ${JSON.stringify(data)}\n\n`)) await drained(this.#res);
   }
 
