@@ -108,7 +108,9 @@ export class Scheduler {
   private readonly running: Seq[] = [];
   private readonly eos: Set<number>;
   private buffers = new Map<string, Float32Array>();
-  private readonly pastViews = new Map<number, BatchPast>();
+  /** The kept past of each kind of forward: `${kind}:${fromLayer}` (decode, Kangaroo's deep-only
+   *  decode, prompt chunks). */
+  private readonly pastViews = new Map<string, BatchPast>();
   readonly draftCaps = new DraftCapPolicy();
   /** Tokens the current step's decode rows emitted under its cap and would have emitted under
    *  each smaller one (for the goodput policy); null when the policy made no choice. */
@@ -322,6 +324,9 @@ export class Scheduler {
             batchShare,
             this.model.contextLength - L - 1,
             s.req.maxTokens - s.generated - 1, // never draft past max_tokens
+            // every row of the step reads the cache as it is now: none may sit where plain decoding
+            // would already read rows a SAQ demotion rewrote
+            this.kv.tokensUntilRewrite(s.req.id) - 1,
           );
           if (room > 0) drafting.push({ seq: s, row, maxNodes: room });
         }
@@ -477,7 +482,7 @@ export class Scheduler {
     let P: number;
     let pastKeys: Float32Array[] = [];
     let pastValues: Float32Array[] = [];
-    const view = group[0].kind === 'decode' ? this.pastView(fromLayer) : null;
+    const view = this.pastView(group[0].kind, fromLayer);
     if (view) {
       const v = view.prepare(group.map((r) => r.seq.req.id), T);
       rows = v.order.map((i) => group[i]);
@@ -511,13 +516,15 @@ export class Scheduler {
     return { rows, input: { batch: B, newTokens: T, past: P, positionIds, cachePosition, attentionBias: bias, pastKeys, pastValues } };
   }
 
-  /** The kept past view of layers [fromLayer, L) for decode batches, when the cache allows one. */
-  private pastView(fromLayer: number): BatchPast | null {
-    if (!this.kv.rowsStable || this.opts.keepBatchPast === false) return null;
-    let v = this.pastViews.get(fromLayer);
+  /** The kept past of layers [fromLayer, L) for one kind of forward: a long prompt's chunks, like
+   *  decode steps, would otherwise copy (and under SAQ dequantize) the whole past every time. */
+  private pastView(kind: Row['kind'], fromLayer: number): BatchPast | null {
+    if (this.opts.keepBatchPast === false) return null;
+    const key = `${kind}:${fromLayer}`;
+    let v = this.pastViews.get(key);
     if (!v) {
       v = new BatchPast(this.kv, fromLayer, this.model.numLayers);
-      this.pastViews.set(fromLayer, v);
+      this.pastViews.set(key, v);
     }
     return v;
   }

@@ -8,13 +8,13 @@
 //   - each sequence keeps its batch slot (one [kvHeads, stride, headDim] block) while it stays in
 //     the batch; a sequence that leaves is
 //     replaced by the last slot's (one move), newcomers take the free slots;
-//   - a slot is brought up to date by copying the rows committed since it was last synced;
+//   - a slot is brought up to date by copying the rows committed since it was last synced, and the
+//     rows a SAQ demotion rewrote since then (a stair or two every `step` tokens, not the past);
 //   - the past dimension (the slot stride) grows geometrically (GROWTH), so the held rows move to a
 //     new buffer once every ~quarter of growth, not every few steps: a move copies every row of
 //     every slot (at 16 streams of ~200 tokens, rounding to 16 rows moved 20 MB every 16 steps, a
 //     fifth of the decode time with the garbage collection it caused). Rows past a sequence's length
 //     are masked by the attention bias, as padding always was.
-// Only for caches whose committed rows never change (fp32; SAQ rewrites old rows at commit).
 import type { PagedKvCache } from './paged.ts';
 
 /** A new stride is the rows needed plus this fraction, rounded up to ROUND (every padded row costs
@@ -30,6 +30,8 @@ interface Slot {
   gen: number;
   /** Rows [0, valid) of the slot hold the sequence's committed rows. */
   valid: number;
+  /** The cache's rewrite count for the sequence when the slot was last synced (SAQ demotions). */
+  rewrites: number;
 }
 
 export interface BatchPastView {
@@ -61,7 +63,6 @@ export class BatchPast {
     private readonly layerFrom: number,
     private readonly layerTo: number,
   ) {
-    if (!kv.rowsStable) throw new Error('BatchPast needs a cache whose committed rows never change (fp32)');
     this.W = kv.rowWidth;
     this.H = kv.shape.kvHeads;
     this.D = kv.shape.headDim;
@@ -108,7 +109,7 @@ export class BatchPast {
         placed[at] = m.slot;
       } else {
         const id = fresh.shift()!;
-        placed[at] = { id, gen: this.kv.generation(id), valid: 0 };
+        placed[at] = { id, gen: this.kv.generation(id), valid: 0, rewrites: this.kv.rewrites(id) };
       }
     }
     this.slots = placed as Slot[];
@@ -117,6 +118,15 @@ export class BatchPast {
     for (let at = 0; at < B; at++) {
       const s = this.slots[at];
       const len = lens[want.get(s.id)!];
+      const rewrites = this.kv.rewrites(s.id);
+      if (rewrites !== s.rewrites) {
+        for (const [from, to] of this.kv.rewrittenSince(s.id, s.rewrites)) {
+          if (from >= s.valid) continue;
+          this.kv.gatherRange(s.id, this.layerFrom, this.layerTo, from, Math.min(to, s.valid), this.keys, this.values, at, this.stride);
+          copied += Math.min(to, s.valid) - from;
+        }
+        s.rewrites = rewrites;
+      }
       if (s.valid < len) {
         this.kv.gatherRange(s.id, this.layerFrom, this.layerTo, s.valid, len, this.keys, this.values, at, this.stride);
         copied += len - s.valid;

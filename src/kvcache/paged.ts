@@ -140,6 +140,11 @@ interface SeqEntry {
   peakBytes: number;
   /** Changes when the sequence is created or truncated (see `generation`). */
   gen: number;
+  /** Commit-time rewrites of committed rows (SAQ demotions), oldest first: `rewrites` counts them,
+   *  `rewritten[i]` is the row range the i-th changed. Each stair is rewritten at most (stairs
+   *  deep) times, so the list stays short. */
+  rewrites: number;
+  rewritten: [number, number][];
 }
 
 export class PagedKvCache {
@@ -238,7 +243,7 @@ export class PagedKvCache {
   private entry(seqId: number): SeqEntry {
     let e = this.seqs.get(seqId);
     if (!e) {
-      e = { blocks: [], quantized: 0, length: 0, segments: [], quantBytes: 0, reserved: 0, peakBytes: 0, gen: ++this.gens };
+      e = { blocks: [], quantized: 0, length: 0, segments: [], quantBytes: 0, reserved: 0, peakBytes: 0, gen: ++this.gens, rewrites: 0, rewritten: [] };
       this.seqs.set(seqId, e);
     }
     return e;
@@ -323,15 +328,47 @@ export class PagedKvCache {
       e.quantized += step;
       // every older stair steps down one level (newest is last); blocks already at their width stay
       const n = e.segments.length;
-      for (let i = 0; i < n - 1; i++) {
+      let changedFrom = e.quantized - step; // the new stair's rows: fp32 before, dequantized now
+      for (let i = n - 2, start = changedFrom; i >= 0; i--) {
         const s = e.segments[i];
+        start -= s.tokens;
         const age = n - 1 - i;
         const before = segBytes(s);
-        s.keys = s.keys.map((q, j) => requantize(q, this.stairBits((j / H) | 0, 0, age)));
-        s.values = s.values.map((q, j) => requantize(q, this.stairBits((j / H) | 0, 1, age)));
+        let changed = false;
+        const down = (q: QuantBlock, bits: number) => (q.bits === bits ? q : ((changed = true), requantize(q, bits)));
+        s.keys = s.keys.map((q, j) => down(q, this.stairBits((j / H) | 0, 0, age)));
+        s.values = s.values.map((q, j) => down(q, this.stairBits((j / H) | 0, 1, age)));
         this.addQuant(e, segBytes(s) - before);
+        if (changed) changedFrom = start;
       }
+      e.rewrites++;
+      e.rewritten.push([changedFrom, e.quantized]);
     }
+  }
+
+  /**
+   * How many more tokens the sequence can commit before the cache rewrites committed rows (a SAQ
+   * demotion); Infinity for an fp32 cache. A forward reads the cache as it is before the step:
+   * verifying drafts beyond this would score them against rows that plain decoding would already
+   * see demoted, so speculative decoding caps its drafts here to stay identical to plain decoding.
+   */
+  tokensUntilRewrite(seqId: number): number {
+    if (!this.saq) return Infinity;
+    const e = this.seqs.get(seqId);
+    const fp = e ? e.length - e.quantized : 0;
+    return this.saq.window + this.saq.step - fp;
+  }
+
+  /** The rewrites of committed rows since `since` (a value `rewrites(seqId)` returned): row ranges
+   *  whose contents changed, oldest first. */
+  rewrittenSince(seqId: number, since: number): readonly [number, number][] {
+    const e = this.seqs.get(seqId);
+    return e ? e.rewritten.slice(since) : [];
+  }
+
+  /** Count of commit-time rewrites of the sequence's rows so far (see `rewrittenSince`). */
+  rewrites(seqId: number): number {
+    return this.seqs.get(seqId)?.rewrites ?? 0;
   }
 
   /** Bit width of layer `layer`'s keys (0) or values (1) in the stair `age` steps below the
@@ -399,9 +436,8 @@ export class PagedKvCache {
   }
 
   /** Identity of a sequence's committed rows, 0 when it holds none. While it stays the same, rows
-   *  already read are unchanged (appends only add rows); it changes when the sequence is created
-   *  anew or truncated. With SAQ, commits also rewrite old rows (demotion), so copies of rows are
-   *  only reusable when `rowsStable`. */
+   *  already read are unchanged except where `rewrittenSince` says (SAQ demotions); it changes when
+   *  the sequence is created anew or truncated. */
   generation(seqId: number): number {
     return this.seqs.get(seqId)?.gen ?? 0;
   }
@@ -413,18 +449,33 @@ export class PagedKvCache {
 
   /** Copies rows [from, to) of target layers [layerFrom, layerTo) into out[i] (layer layerFrom +
    *  i), a dense past laid out head-major like `gatherLayers`, at batch row `row` with past
-   *  dimension `past` (row `pos` lands at position `pos`). fp32 caches only (`rowsStable`). */
+   *  dimension `past` (row `pos` lands at position `pos`). A quantized stair that the range touches
+   *  is dequantized whole, so rows of it outside the range are written too (with their current
+   *  values). */
   gatherRange(seqId: number, layerFrom: number, layerTo: number, from: number, to: number, outKeys: Float32Array[], outValues: Float32Array[], row: number, past: number): void {
     const e = this.seqs.get(seqId);
     if (!e || from >= to) return;
-    if (!this.rowsStable) throw new Error('gatherRange needs an fp32 cache');
     if (to > e.length) throw new Error(`gatherRange to ${to} beyond length ${e.length}`);
+    const { kvHeads: H, headDim: D } = this.shape;
+    const base = row * H * past * D;
+    let start = 0;
+    for (const s of e.segments) {
+      if (start < to && start + s.tokens > from) {
+        for (let l = layerFrom; l < layerTo; l++) {
+          for (let h = 0; h < H; h++) {
+            dequantize(s.keys[l * H + h], outKeys[l - layerFrom], base + (h * past + start) * D);
+            dequantize(s.values[l * H + h], outValues[l - layerFrom], base + (h * past + start) * D);
+          }
+        }
+      }
+      start += s.tokens;
+    }
     const bs = this.blockSize;
-    const base = row * this.shape.kvHeads * past * this.shape.headDim;
-    for (let pos = from; pos < to; ) {
-      const inBlock = pos % bs;
+    for (let pos = Math.max(from, e.quantized); pos < to; ) {
+      const fp = pos - e.quantized;
+      const inBlock = fp % bs;
       const n = Math.min(bs - inBlock, to - pos);
-      const block = this.pool[e.blocks[(pos / bs) | 0]];
+      const block = this.pool[e.blocks[(fp / bs) | 0]];
       for (let l = layerFrom; l < layerTo; l++) {
         this.blockRows(block, l, inBlock, n, outKeys[l - layerFrom], outValues[l - layerFrom], base, past, pos);
       }

@@ -25,10 +25,13 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('batch' as const), seqs: fc.uniqueArray(fc.integer({ min: 0, max: 7 }), { minLength: 1, maxLength: 8 }) }) },
 );
 
-test('the kept batch past always equals a fresh gather of every row, in the order it reports', () => {
+/** A staircase short enough that the property test's sequences go through several demotions. */
+const SMALL_SAQ = { ...SAQ_DEFAULTS, window: 8, step: 8, bits: [8, 5, 3], valueGroup: 2, layers: undefined };
+
+for (const saq of [null, SMALL_SAQ]) test(`the kept batch past always equals a fresh gather of every row, in the order it reports (${saq ? 'SAQ' : 'fp32'})`, () => {
   fc.assert(
     fc.property(fc.array(opArb, { maxLength: 80 }), fc.integer({ min: 0, max: 1 }), (ops, from) => {
-      const kv = new PagedKvCache(shape, budget, 8);
+      const kv = new PagedKvCache(shape, budget, 8, saq);
       const view = new BatchPast(kv, from, shape.layers);
       let tag = 1;
       for (const op of ops) {
@@ -36,7 +39,9 @@ test('the kept batch past always equals a fresh gather of every row, in the orde
           const src = rows(tag++, op.n, 1);
           kv.append(op.seq, src, rows(tag, op.n, -1), Array.from({ length: op.n }, (_, i) => i));
         } else if (op.kind === 'truncate') {
-          if (kv.length(op.seq) > 0) kv.truncate(op.seq, Math.min(op.keep, kv.length(op.seq)));
+          // only the fp32 window can be rolled back
+          const len = kv.length(op.seq);
+          if (len > 0) kv.truncate(op.seq, Math.max(len - (kv.usage(op.seq)?.tokensByTier.fp32 ?? 0), Math.min(op.keep, len)));
         } else if (op.kind === 'release') {
           kv.release(op.seq);
         } else {
@@ -86,8 +91,29 @@ test('a steady batch copies only the rows committed since the last step', () => 
   assert.equal(view.prepare([3, 2]).copiedRows, 4);
 });
 
-test('caches that rewrite committed rows (SAQ) get no kept view', () => {
-  const kv = new PagedKvCache(shape, budget, 8, { ...SAQ_DEFAULTS, step: 8, valueGroup: 2 });
-  assert.equal(kv.rowsStable, false);
-  assert.throws(() => new BatchPast(kv, 0, shape.layers), /fp32/);
+test('over SAQ, a steady batch copies the new rows and only the stairs a demotion rewrote', () => {
+  const kv = new PagedKvCache(shape, budget, 8, SMALL_SAQ);
+  const view = new BatchPast(kv, 0, shape.layers);
+  let tag = 1;
+  const add = (n: number) => kv.append(1, rows(tag++, n, 1), rows(tag, n, -1), Array.from({ length: n }, (_, i) => i));
+  add(15); // window 8 + step 8 = 16: no demotion yet
+  assert.equal(kv.tokensUntilRewrite(1), 1);
+  assert.equal(view.prepare([1]).copiedRows, 15);
+  add(1); // the 16th row: rows [0, 8) become the first stair
+  assert.equal(kv.rewrites(1), 1);
+  assert.deepEqual(kv.rewrittenSince(1, 0), [[0, 8]]);
+  assert.equal(view.prepare([1]).copiedRows, 8 + 1);
+  assert.equal(kv.tokensUntilRewrite(1), 8);
+  add(8); // a second stair at 8 bits; the first steps down to 5 bits: both rewritten
+  assert.deepEqual(kv.rewrittenSince(1, 1), [[0, 16]]);
+  assert.equal(view.prepare([1]).copiedRows, 16 + 8);
+  add(3);
+  assert.equal(view.prepare([1]).copiedRows, 3, 'no demotion: only the new rows');
+});
+
+test('an fp32 cache never rewrites committed rows', () => {
+  const kv = new PagedKvCache(shape, budget, 8);
+  kv.append(1, rows(1, 40, 1), rows(2, 40, -1), Array.from({ length: 40 }, (_, i) => i));
+  assert.equal(kv.tokensUntilRewrite(1), Infinity);
+  assert.equal(kv.rewrites(1), 0);
 });
