@@ -373,8 +373,10 @@ export class Scheduler {
         }
       });
     }
-    // a row that cannot get KV room for even its root waits (rare: budget exhausted mid-run)
-    return { rows: rows.filter((r) => this.kv.canGrow(r.seq.req.id, r.tokens.length) || this.preempt(r)), capChoice };
+    // each row reserves the KV room its commit may take, so the rows of one step cannot all count
+    // the same free blocks (checked one by one, two rows could each fit and together not, and the
+    // second commit failed the request with a 500); a row that gets no room is preempted
+    return { rows: rows.filter((r) => this.kv.reserve(r.seq.req.id, r.tokens.length) || this.preempt(r)), capChoice };
   }
 
   private draftContext(s: Seq, maxNodes: number): DraftContext {
