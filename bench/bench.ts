@@ -292,7 +292,10 @@ async function main() {
     ];
     md += mdTable(['prompt at token', 'free-running agreement', 'first divergence', 'fp32 top-1/top-2 margin there (nats)', 'teacher-forced agreement'],
       [...kv.prompts.map(promptRow('')), ...(kvCheck?.prompts ?? []).map(promptRow('check: '))]);
-    md += `\nPer decode step at ${kv.stepCost.past} tokens of past (batch 1): building past K/V ${kv.stepCost.gatherFp32Ms.toFixed(2)} ms (fp32) vs ${kv.stepCost.gatherSaqMs.toFixed(2)} ms (SAQ, dequantizing), forward ${kv.stepCost.forwardMs.toFixed(2)} ms.\n`;
+    md += `\nPer decode step at ${kv.stepCost.past} tokens of past (batch 1): building the whole past K/V ${kv.stepCost.gatherFp32Ms.toFixed(2)} ms (fp32) vs ${kv.stepCost.gatherSaqMs.toFixed(2)} ms (SAQ, dequantizing), forward ${kv.stepCost.forwardMs.toFixed(2)} ms; decode steps copy only new and rewritten rows into a kept past (src/kvcache/batch-past.ts).\n`;
+    const b = kv.underBudget;
+    md += `\nUnder a KV budget: ${b.requests} requests of ${b.promptTokens} + ${b.generated} tokens at once, ${b.budgetBytes / 2 ** 20} MiB: fp32 ${b.fp32.tokensPerSecond.map((x) => x.toFixed(0)).join(', ')} tok/s (at most ${b.fp32.mostRunning} decoding at once, ${b.fp32.retries} retried after a 429), ` +
+      `SAQ ${b.saq.tokensPerSecond.map((x) => x.toFixed(0)).join(', ')} tok/s (at most ${b.saq.mostRunning}, ${b.saq.retries} retried); SAQ/fp32 per alternation ${b.saq.tokensPerSecond.map((x, i) => (x / b.fp32.tokensPerSecond[i]).toFixed(2)).join(', ')}.\n`;
   }
   const charts: Chart[] = [
     {

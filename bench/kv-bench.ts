@@ -80,6 +80,60 @@ export interface KvBenchResult {
    *  forward it feeds, in ms. */
   stepCost: { past: number; gatherFp32Ms: number; gatherSaqMs: number; forwardMs: number };
   capacity2000: { budgetBytes: number; fp32: number; saq: number };
+  /** Where SAQ pays: many long requests at once under a KV budget that holds only a few at fp32. */
+  underBudget: BudgetResult;
+}
+
+export interface BudgetResult {
+  budgetBytes: number;
+  requests: number;
+  promptTokens: number;
+  generated: number;
+  /** Aggregate tokens/s per alternation (completed requests' tokens over the time to complete all),
+   *  the most requests decoding at once, and requests retried after a 429. */
+  fp32: { tokensPerSecond: number[]; mostRunning: number; retries: number };
+  saq: { tokensPerSecond: number[]; mostRunning: number; retries: number };
+}
+
+/** `requests` long requests submitted at once to an engine whose KV budget is `budgetBytes`,
+ *  fp32 and SAQ alternating `rounds` times: aggregate generated tokens/s over the whole batch. */
+export async function underBudget(modelDir: string, threads: number, prompts: number[][], generated: number, budgetBytes: number, rounds: number, log: (m: string) => void): Promise<BudgetResult> {
+  const most = { fp32: 0, saq: 0 };
+  const retries = { fp32: 0, saq: 0 };
+  const rates = { fp32: [] as number[], saq: [] as number[] };
+  for (let r = 0; r < rounds; r++) {
+    for (const kvCache of ['fp32', 'saq'] as const) {
+      const engine = await createEngine({ modelDir, threads, provider: 'cpu', kvCache, kvCacheBytes: budgetBytes }, {
+        onLoad: (running) => (most[kvCache] = Math.max(most[kvCache], running)),
+      });
+      try {
+        // a request the budget cannot hold any more is failed with queue_full (429): the client
+        // retries it from the start, as an API client would after a 429
+        const complete = async (p: number[]): Promise<number> => {
+          for (;;) {
+            try {
+              return (await run(engine, p, generated)).ids.length;
+            } catch (err) {
+              if ((err as { code?: string }).code !== 'queue_full') throw err;
+              retries[kvCache]++;
+              await new Promise((r) => setTimeout(r, 20));
+            }
+          }
+        };
+        const t0 = performance.now();
+        const done = await Promise.all(prompts.map(complete));
+        rates[kvCache].push(done.reduce((a, n) => a + n, 0) / ((performance.now() - t0) / 1000));
+      } finally {
+        await engine.close();
+      }
+      log(`kv bench: ${prompts.length} requests under ${budgetBytes / 2 ** 20} MiB, ${kvCache}: ${rates[kvCache].at(-1)!.toFixed(0)} tok/s`);
+    }
+  }
+  return {
+    budgetBytes, requests: prompts.length, promptTokens: prompts[0].length, generated,
+    fp32: { tokensPerSecond: rates.fp32, mostRunning: most.fp32, retries: retries.fp32 },
+    saq: { tokensPerSecond: rates.saq, mostRunning: most.saq, retries: retries.saq },
+  };
 }
 
 export interface KvBenchOptions {
@@ -153,6 +207,11 @@ export async function kvBench(modelDir: string, threads: number, log = console.l
     const held = promptLen + G - 1; // the last token is never cached
     log(`kv bench: step cost at ${held} tokens of past`);
     const stepCost = await measureStepCost(cfg, threads, held);
+    // 12 requests of 700 + 64 tokens; 16 MiB holds three of them at fp32 (4.7 MB each). Admission
+    // reserves a request's prompt, not its growth, so a budget that long generations outgrow
+    // fails requests mid-run (429) at fp32: the generations here stay short of that
+    const longPrompts = Array.from({ length: 12 }, (_, i) => all.slice((i * 211) % (all.length - 700), ((i * 211) % (all.length - 700)) + 700));
+    const budget16 = await underBudget(modelDir, threads, longPrompts, 64, 16 * 2 ** 20, 2, log);
     const mean = (f: (p: KvPromptResult) => number) => prompts.reduce((x, p) => x + f(p), 0) / prompts.length;
     const firsts = prompts.map((p) => p.firstDivergence).filter((x): x is number => x !== null);
     const aBytes = bytesHeld(shape, held, false);
@@ -172,6 +231,7 @@ export async function kvBench(modelDir: string, threads: number, log = console.l
       perplexityChange: ppl.saq / ppl.fp32 - 1,
       stepCost,
       capacity2000: { budgetBytes: budget, fp32: capacity(shape, budget, false), saq: capacity(shape, budget, true) },
+      underBudget: budget16,
     };
   } finally {
     await engines.fp32.close();
