@@ -49,22 +49,33 @@ export function halfToFloat(h: number): number {
   return HALF[h & 0xffff];
 }
 
-/** The fp16 bit pattern nearest to x (ties to even); +-Infinity beyond fp16's range. */
+/** An fp16 bit pattern next to x: the nearest to x rounded to fp32 (ties to even), from the bits of
+ *  that fp32. Within one fp16 step of x's own nearest, which is all `floatToHalf` needs: it steps
+ *  to the directed neighbour itself. (Math.log2 and powers here took most of a stair's
+ *  quantization time.) */
+const F32 = new Float32Array(1);
+const U32 = new Uint32Array(F32.buffer);
 function halfNearest(x: number): number {
-  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
-  const a = Math.abs(x);
-  if (a >= 65520) return sign | 0x7c00;
-  if (a < 2 ** -14) return sign | roundEven(a * 2 ** 24); // subnormal (1024 = the smallest normal)
-  let e = Math.floor(Math.log2(a));
-  if (2 ** e > a) e--;
-  else if (2 ** (e + 1) <= a) e++;
-  return sign | (((e + 15) << 10) + roundEven((a / 2 ** e - 1) * 1024)); // a mantissa of 1024 carries
-}
-
-function roundEven(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  return d > 0.5 || (d === 0.5 && f % 2 === 1) ? f + 1 : f;
+  F32[0] = x;
+  const u = U32[0];
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  let mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign; // below half the smallest subnormal
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const h = mant >>> shift;
+    const rest = mant & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    return sign | (rest > halfway || (rest === halfway && h & 1) ? h + 1 : h);
+  }
+  const h = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  return sign | (rest > 0x1000 || (rest === 0x1000 && h & 1) ? h + 1 : h); // a carry into the exponent is right
 }
 
 /** fp16 bit pattern of the largest fp16 <= x (dir -1) or the smallest fp16 >= x (dir 1). */
@@ -85,15 +96,19 @@ export function quantize(src: Float32Array, offset: number, tokens: number, chan
   const levels = (1 << bits) - 1;
   const nStats = mode === 'channel' ? (tokens / group) * channels : tokens * (channels / group);
   const codes = new Uint8Array(Math.ceil((tokens * channels * bits) / 8));
-  const statIndex = (t: number, c: number) => (mode === 'channel' ? ((t / group) | 0) * channels + c : t * (channels / group) + ((c / group) | 0));
-  // statistics
+  // statIndex(t, c): 'channel' = (t / group) * channels + c; 'token' = t * groupsPerRow + c / group.
+  // The loops below compute it incrementally: this runs over every element of every stair a
+  // commit demotes (a stair of 32 tokens is 24 blocks of 2,048 values on specserve-tiny).
+  const groupsPerRow = channels / group;
+  const rowStats = (t: number) => (mode === 'channel' ? ((t / group) | 0) * channels : t * groupsPerRow);
   const lo = new Float32Array(nStats).fill(Infinity);
   const hi = new Float32Array(nStats).fill(-Infinity);
   for (let t = 0; t < tokens; t++) {
     const row = offset + t * channels;
+    const base = rowStats(t);
     for (let c = 0; c < channels; c++) {
       const x = src[row + c];
-      const s = statIndex(t, c);
+      const s = mode === 'channel' ? base + c : base + ((c / group) | 0);
       if (x < lo[s]) lo[s] = x;
       if (x > hi[s]) hi[s] = x;
     }
@@ -116,13 +131,19 @@ export function quantize(src: Float32Array, offset: number, tokens: number, chan
     sc[s] = half ? HALF[scaleH[s]] : (hi[s] - lo[s]) / levels;
   }
   if (!half) [min, scale] = [mn, sc];
-  // codes, against the statistics as stored
+  // codes, against the statistics as stored; a little-endian bit stream, code i at bits
+  // [i * bits, (i + 1) * bits): whole bytes at 8 bits, else shifted in
   for (let t = 0; t < tokens; t++) {
     const row = offset + t * channels;
-    for (let c = 0; c < channels; c++) {
-      const s = statIndex(t, c);
+    const base = rowStats(t);
+    let bit = t * channels * bits;
+    for (let c = 0; c < channels; c++, bit += bits) {
+      const s = mode === 'channel' ? base + c : base + ((c / group) | 0);
       const code = sc[s] > 0 ? Math.min(levels, Math.max(0, Math.round((src[row + c] - mn[s]) / sc[s]))) : 0;
-      const bit = (t * channels + c) * bits; // little-endian bit stream: code i at bits [i*bits, (i+1)*bits)
+      if (bits === 8) {
+        codes[bit >> 3] = code;
+        continue;
+      }
       const sh = bit & 7;
       codes[bit >> 3] |= (code << sh) & 255;
       if (sh + bits > 8) codes[(bit >> 3) + 1] |= code >> (8 - sh);
