@@ -24,7 +24,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const o = new Command()
   .name('bench:projection')
   .option('--dir <dir>', 'graphs written by models/tooling/synthetic.py', path.join(ROOT, 'models', '.work', 'synthetic'))
-  .option('--bench <file>', 'the tiny model bench run whose tokens per step are projected', path.join(ROOT, 'bench', 'results', 'bench.json'))
+  .option('--bench <file>', "the tiny model's bench run whose tokens per step are projected: every drafter at its full budget (npm run bench -- --draft-policy static --out bench/results/static ...)", path.join(ROOT, 'bench', 'results', 'static', 'bench.json'))
   .option('--past <n>', 'cached rows during the timed steps', (v) => parseInt(v, 10), 256)
   .option('--threads <list>', 'intra-op thread counts to time', (v) => v.split(',').map(Number), [1, 2])
   .option('--rounds <n>', 'timing rounds (median)', (v) => parseInt(v, 10), 5)
@@ -33,6 +33,7 @@ const o = new Command()
   .opts();
 
 const SIZES = ['100m', '500m'];
+const TINY = path.join(ROOT, 'models', 'specserve-tiny');
 const DTYPES: [string, string][] = [['fp32', ''], ['int8', '_int8']];
 const ROWS = [1, 2, 3, 4, 6, 9];
 
@@ -84,6 +85,18 @@ async function main() {
   for (const size of SIZES) if (!existsSync(path.join(o.dir, size, 'config.json'))) throw new Error(`${path.join(o.dir, size)}: run /usr/bin/python3 models/tooling/synthetic.py ${o.dir} first`);
   const tiny = tinySteps();
   const rows: (string | number)[][] = [];
+  // specserve-tiny itself, for scale (its drafters are timed by npm run bench)
+  {
+    const c = JSON.parse(readFileSync(path.join(TINY, 'config.json'), 'utf8'));
+    const s: Shape = { hidden: c.hidden_size, layers: c.num_hidden_layers, kv: c.num_key_value_heads, hd: c.head_dim, params: 0 };
+    for (const [dtype, sfx] of DTYPES) {
+      const sess = await ort.InferenceSession.create(path.join(TINY, 'onnx', `decoder_spec${sfx}.onnx`), { intraOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: '0' } } } });
+      const step: Record<number, number> = {};
+      for (const T of ROWS) step[T] = await timeRuns(sess, targetFeeds(s, Array.from({ length: s.layers }, (_, l) => l), T, o.past), o.rounds * 20);
+      await sess.release();
+      rows.push(['specserve-tiny', dtype, 1, step[1].toFixed(2), ...ROWS.slice(1).map((T) => (step[T] / step[1]).toFixed(2)), '-', '-', '-']);
+    }
+  }
   const projRows: (string | number)[][] = [];
   const data: Record<string, unknown> = {};
   for (const size of SIZES) {
