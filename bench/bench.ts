@@ -275,9 +275,9 @@ async function main() {
         ['values', ...saq.layers.map((x) => (x.values ?? saq.bits).join(' → '))],
       ]) + '\n';
     } else md += '.\n\n';
-    md += mdTable(['cache', 'KV bytes/token', 'KV bytes total', 'tokens/s', 'held-out perplexity'], [
-      ['fp32', kv.fp32.bytesPerToken.toFixed(0), kv.fp32.bytes, kv.fp32.tokensPerSecond.toFixed(1), kv.fp32.perplexity.toFixed(3)],
-      ['saq', kv.saq.bytesPerToken.toFixed(0), kv.saq.bytes, kv.saq.tokensPerSecond.toFixed(1), kv.saq.perplexity.toFixed(3)],
+    md += mdTable(['cache', 'KV bytes/token', 'KV bytes total', 'tokens/s (whole requests)', 'tokens/s (decoding)', 'held-out perplexity'], [
+      ['fp32', kv.fp32.bytesPerToken.toFixed(0), kv.fp32.bytes, kv.fp32.tokensPerSecond.toFixed(1), kv.fp32.decodeTokensPerSecond.toFixed(1), kv.fp32.perplexity.toFixed(3)],
+      ['saq', kv.saq.bytesPerToken.toFixed(0), kv.saq.bytes, kv.saq.tokensPerSecond.toFixed(1), kv.saq.decodeTokensPerSecond.toFixed(1), kv.saq.perplexity.toFixed(3)],
     ]);
     md += `\nSAQ / fp32 bytes: ${(kv.bytesRatio * 100).toFixed(1)}%; greedy agreement with fp32 over the first 256 generated tokens, free-running, mean of ${kv.prompts.length} prompts: ${(kv.greedyAgreement * 100).toFixed(1)}%` +
       ` (earliest divergence at ${kv.firstDivergence ?? 'none'}); teacher-forced top-1 agreement on the same text: ${(kv.teacherForcedAgreement * 100).toFixed(2)}% (mean |Δ log p| ${kv.meanAbsLogprobChange.toFixed(4)} nats);` +

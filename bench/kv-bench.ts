@@ -25,11 +25,18 @@ function req(prompt: string | number[], over: Partial<TextRequest>): TextRequest
   return { prompt, maxTokens: 1, minTokens: 0, ignoreEos: true, stop: [], sampling: GREEDY, logprobs: null, echo: false, speculative: { drafter: 'none' }, ...over };
 }
 
+/** One greedy request: its ids, its seconds, and the seconds after its first token (decoding). */
 async function run(engine: LocalEngine, prompt: number[], maxTokens: number) {
   const ids: number[] = [];
   const t0 = performance.now();
-  for await (const ev of engine.generateText(req(prompt, { maxTokens }))) if (ev.type === 'text') ids.push(...ev.tokenIds);
-  return { ids, seconds: (performance.now() - t0) / 1000 };
+  let first = 0;
+  for await (const ev of engine.generateText(req(prompt, { maxTokens }))) {
+    if (ev.type !== 'text') continue;
+    if (!first && ev.tokenIds.length) first = performance.now();
+    ids.push(...ev.tokenIds);
+  }
+  const end = performance.now();
+  return { ids, seconds: (end - t0) / 1000, decodeSeconds: (end - first) / 1000 };
 }
 
 /** Scores `ids` through the cache: per position (from 1), the token's log-probability and the
@@ -63,8 +70,9 @@ export interface KvPromptResult {
 export interface KvBenchResult {
   contextTokens: number;
   generated: number;
-  fp32: { bytesPerToken: number; bytes: number; tokensPerSecond: number; perplexity: number };
-  saq: { bytesPerToken: number; bytes: number; tokensPerSecond: number; perplexity: number; config: typeof SAQ_DEFAULTS };
+  /** tokensPerSecond: whole requests (prompt included); decodeTokensPerSecond: after the first token. */
+  fp32: { bytesPerToken: number; bytes: number; tokensPerSecond: number; decodeTokensPerSecond: number; perplexity: number };
+  saq: { bytesPerToken: number; bytes: number; tokensPerSecond: number; decodeTokensPerSecond: number; perplexity: number; config: typeof SAQ_DEFAULTS };
   bytesRatio: number;
   /** Free-running greedy agreement over the first 256 generated tokens, mean over prompts. */
   greedyAgreement: number;
@@ -162,6 +170,7 @@ export async function kvBench(modelDir: string, threads: number, log = console.l
         ? Array.from({ length: 8 }, (_, i) => Math.floor(((i + 0.5) * Math.max(0, all.length - promptLen)) / 8))
         : Array.from({ length: nPrompts }, (_, i) => (nPrompts === 1 ? 0 : Math.floor((i * (all.length - promptLen)) / (nPrompts - 1))));
     const seconds = { fp32: 0, saq: 0 };
+    const decodeSeconds = { fp32: 0, saq: 0 };
     const prompts: KvPromptResult[] = [];
     let absLp = 0;
     let nLp = 0;
@@ -172,6 +181,8 @@ export async function kvBench(modelDir: string, threads: number, log = console.l
       const b = await run(engines.saq, prompt, G);
       seconds.fp32 += a.seconds;
       seconds.saq += b.seconds;
+      decodeSeconds.fp32 += a.decodeSeconds;
+      decodeSeconds.saq += b.decodeSeconds;
       let same = 0;
       let first: number | null = null;
       for (let i = 0; i < G; i++) {
@@ -220,8 +231,8 @@ export async function kvBench(modelDir: string, threads: number, log = console.l
     return {
       contextTokens: promptLen + G,
       generated: G,
-      fp32: { bytesPerToken: aBytes / held, bytes: aBytes, tokensPerSecond: gen / seconds.fp32, perplexity: ppl.fp32 },
-      saq: { bytesPerToken: bBytes / held, bytes: bBytes, tokensPerSecond: gen / seconds.saq, perplexity: ppl.saq, config: SAQ_DEFAULTS },
+      fp32: { bytesPerToken: aBytes / held, bytes: aBytes, tokensPerSecond: gen / seconds.fp32, decodeTokensPerSecond: (gen - prompts.length) / decodeSeconds.fp32, perplexity: ppl.fp32 },
+      saq: { bytesPerToken: bBytes / held, bytes: bBytes, tokensPerSecond: gen / seconds.saq, decodeTokensPerSecond: (gen - prompts.length) / decodeSeconds.saq, perplexity: ppl.saq, config: SAQ_DEFAULTS },
       bytesRatio: bBytes / aBytes,
       greedyAgreement: mean((p) => p.freeRunning),
       firstDivergence: firsts.length ? Math.min(...firsts) : null,
