@@ -96,8 +96,9 @@ export function loadModelConfig(dir: string, id?: string): ModelConfig {
 
 /** Which weights `--dtype` serves. 'auto' picks int8 on the CPU provider when the folder has it
  *  (specserve-tiny: held-out perplexity +0.02% over fp32, 99.2% of top-1 predictions the same, a
- *  decode step 1.66x faster; int4 is +0.67% and 92.7% for 8% more speed: `npm run bench:dtypes`,
- *  docs/benchmarks.md), and fp32 on CUDA, where MatMulNBits' int8 compute is a CPU path. */
+ *  decode step 1.87x faster; int4 is +0.67% and 92.7% for 7% more speed per step and none in the
+ *  engine: `npm run bench:dtypes`, docs/benchmarks.md), and fp32 on CUDA, where MatMulNBits' int8
+ *  compute is a CPU path. */
 export function resolveVariant(cfg: ModelConfig, requested: WeightDtype | 'auto', provider: 'cpu' | 'cuda'): ModelVariant {
   if (requested === 'auto') return (provider === 'cpu' ? cfg.variants.int8 : undefined) ?? cfg.variants.fp32!;
   const v = cfg.variants[requested];
