@@ -269,5 +269,7 @@ export const HealthResponseSchema = z.object({
   status: z.literal('ok'),
   model: z.string(),
   provider: z.enum(['cuda', 'cpu']),
+  /** Weight format of the target graph served (`--dtype`). */
+  dtype: z.enum(['fp32', 'int8', 'int4']),
   layout: z.enum(['speculative', 'optimum']),
 });

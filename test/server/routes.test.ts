@@ -106,7 +106,7 @@ describe('health and loading', () => {
     engine = new FakeEngine();
     const ready = await app.inject({ method: 'GET', url: '/health' });
     assert.equal(ready.statusCode, 200);
-    assert.deepEqual(ready.json(), { status: 'ok', model: FAKE_MODEL_ID, provider: 'cpu', layout: 'speculative' });
+    assert.deepEqual(ready.json(), { status: 'ok', model: FAKE_MODEL_ID, provider: 'cpu', dtype: 'fp32', layout: 'speculative' });
     assert.equal((await post(app, '/v1/completions', completion())).statusCode, 200);
   });
 

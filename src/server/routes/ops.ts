@@ -9,7 +9,7 @@ export function opsRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
     // 503 model_loading until the engine is ready, 503 shutting_down while draining (app.ts hook).
     app.get('/health', { schema: { response: { 200: HealthResponseSchema } }, config: { public: true } }, async () => {
       const { info } = requireEngine(ctx);
-      return { status: 'ok' as const, model: info.modelId, provider: info.provider, layout: info.layout };
+      return { status: 'ok' as const, model: info.modelId, provider: info.provider, dtype: info.dtype, layout: info.layout };
     });
 
     app.get(
