@@ -8,18 +8,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { createEngine } from '../../src/engine/index.ts';
 import { loadModelConfig } from '../../src/engine/model-config.ts';
-import { chainInput, Runner } from '../../src/engine/runner.ts';
+import { autoThreads, chainInput, Runner } from '../../src/engine/runner.ts';
 
 const dir = process.argv[2];
 const threadsArg = process.argv.indexOf('--threads');
-const threads = threadsArg > 0 ? Number(process.argv[threadsArg + 1]) : os.availableParallelism();
+const threads = threadsArg > 0 ? Number(process.argv[threadsArg + 1]) : autoThreads();
 if (!dir) {
   console.error('usage: node --import tsx models/tooling/measure.ts MODEL_DIR [--threads N]');
   process.exit(2);
 }
 
 const cfg = loadModelConfig(dir);
-const runner = await Runner.create(cfg, { provider: 'cpu', dtype: 'fp32', threads });
+const runner = await Runner.create(cfg, { provider: 'cpu', dtype: 'auto', threads }); // the server's defaults
 const W = cfg.numKvHeads * cfg.headDim;
 
 async function forwardMs(past: number, T: number, reps: number): Promise<number> {
@@ -67,6 +67,7 @@ await engine.close();
 const out = {
   machine: `${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}`,
   threads,
+  dtype: runner.variant.dtype,
   decodeMsPerToken: Number((ms / tokens).toFixed(3)),
   verifyCost,
   samples,
