@@ -140,10 +140,8 @@ interface SeqEntry {
   peakBytes: number;
   /** Changes when the sequence is created or truncated (see `generation`). */
   gen: number;
-  /** Commit-time rewrites of committed rows (SAQ demotions), oldest first: `rewrites` counts them,
-   *  `rewritten[i]` is the row range the i-th changed. Each stair is rewritten at most (stairs
-   *  deep) times, so the list stays short. */
-  rewrites: number;
+  /** Commit-time rewrites of committed rows (SAQ demotions), oldest first: the row range each
+   *  changed (one a `step` tokens: 32 at most for a 1,024-token context with the defaults). */
   rewritten: [number, number][];
 }
 
@@ -243,7 +241,7 @@ export class PagedKvCache {
   private entry(seqId: number): SeqEntry {
     let e = this.seqs.get(seqId);
     if (!e) {
-      e = { blocks: [], quantized: 0, length: 0, segments: [], quantBytes: 0, reserved: 0, peakBytes: 0, gen: ++this.gens, rewrites: 0, rewritten: [] };
+      e = { blocks: [], quantized: 0, length: 0, segments: [], quantBytes: 0, reserved: 0, peakBytes: 0, gen: ++this.gens, rewritten: [] };
       this.seqs.set(seqId, e);
     }
     return e;
@@ -341,7 +339,6 @@ export class PagedKvCache {
         this.addQuant(e, segBytes(s) - before);
         if (changed) changedFrom = start;
       }
-      e.rewrites++;
       e.rewritten.push([changedFrom, e.quantized]);
     }
   }
@@ -368,7 +365,7 @@ export class PagedKvCache {
 
   /** Count of commit-time rewrites of the sequence's rows so far (see `rewrittenSince`). */
   rewrites(seqId: number): number {
-    return this.seqs.get(seqId)?.rewrites ?? 0;
+    return this.seqs.get(seqId)?.rewritten.length ?? 0;
   }
 
   /** Bit width of layer `layer`'s keys (0) or values (1) in the stair `age` steps below the
@@ -491,32 +488,8 @@ export class PagedKvCache {
     const e = this.seqs.get(seqId);
     if (!e) return 0;
     if (e.length > past) throw new Error(`gather of ${e.length} rows into a past of ${past}`);
-    const base = row * this.shape.kvHeads * past * this.shape.headDim;
-    for (let l = from; l < to; l++) this.gatherLayer(e, l, outKeys[l - from], outValues[l - from], base, past);
+    this.gatherRange(seqId, from, to, 0, e.length, outKeys, outValues, row, past);
     return e.length;
-  }
-
-  /** Layer `l` of a sequence into a head-major dense past whose batch row starts at `base`. */
-  private gatherLayer(e: SeqEntry, l: number, outK: Float32Array, outV: Float32Array, base: number, past: number): void {
-    const bs = this.blockSize;
-    const fp = e.length - e.quantized;
-    let pos = 0;
-    const { kvHeads: H, headDim: D } = this.shape;
-    for (const s of e.segments) {
-      // each head's stair is [tokens, headDim]: exactly its run in the head-major past
-      for (let h = 0; h < H; h++) {
-        dequantize(s.keys[l * H + h], outK, base + (h * past + pos) * D);
-        dequantize(s.values[l * H + h], outV, base + (h * past + pos) * D);
-      }
-      pos += s.tokens;
-    }
-    for (let b = 0; b < e.blocks.length; b++) {
-      const n = Math.min(bs, fp - b * bs);
-      if (n <= 0) break;
-      const block = this.pool[e.blocks[b]];
-      this.blockRows(block, l, 0, n, outK, outV, base, past, pos);
-      pos += n;
-    }
   }
 
   /** Rows [from, from + n) of layer `l` of a block, each head's run in one copy, to positions
