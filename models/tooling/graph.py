@@ -144,7 +144,7 @@ def quantize_blocks(W, bits):
     pad[:, :K] = W.T
     blk = pad.reshape(N, nb, BLOCK)
     if bits == 8:
-        scale = np.abs(blk).max(axis=2) / 127.0
+        scale = np.maximum(np.abs(blk).max(axis=2), 1e-12) / 127.0  # an all-zero block keeps a nonzero scale
         lo, hi = -127, 127
     else:
         idx = np.abs(blk).argmax(axis=2)

@@ -24,38 +24,27 @@ them); quantized weights are stored inline.
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import graph  # noqa: E402
+
 NBITS = 8
-BLOCK = 32
-# MatMulNBits' int8 compute: each activation row is quantized per block of its own, so a row's
-# result does not depend on the other rows of the call
-ACCURACY_LEVEL = 4
+# the target graphs' 8-bit format (graph.py): blocks of 32, symmetric, int8 compute (each activation
+# row quantized per block on its own, so a row's result does not depend on the other rows of the call)
+BLOCK = graph.BLOCK
+ACCURACY_LEVEL = graph.ACCURACY_LEVEL
 DESCRIPTION = ("8-bit weights in blocks of 32, int8 compute (com.microsoft MatMulNBits, accuracy_level 4; "
                "models/tooling/quantize.py)")
 
 
-def nbits_blocks(Bt, block):
-    """Bt [N, K] (one row per output column) -> MatMulNBits' 8-bit B [N, blocks, block] uint8 and
-    scales [N * blocks]: symmetric per block of `block` inputs, codes offset by 128 (the default
-    zero point)."""
-    N, K = Bt.shape
-    nb = -(-K // block)
-    pad = np.zeros((N, nb * block), np.float32)
-    pad[:, :K] = Bt
-    blk = pad.reshape(N, nb, block)
-    qmax = 2 ** (NBITS - 1) - 1
-    scale = np.maximum(np.abs(blk).max(axis=2), 1e-12) / qmax
-    q = (np.clip(np.round(blk / scale[..., None]), -qmax, qmax) + 2 ** (NBITS - 1)).astype(np.uint8)
-    return q, scale.reshape(-1).astype(np.float32)
-
-
-def ancestors(graph, outputs):
+def ancestors(g, outputs):
     """Indices of the nodes whose results reach any of `outputs`."""
-    nodes = list(graph.node)
+    nodes = list(g.node)
     producer = {o: i for i, n in enumerate(nodes) for o in n.output}
     seen, stack = set(), list(outputs)
     while stack:
@@ -97,7 +86,7 @@ def quantize_model(mo, base, exact=()):
                 continue
             Bt = np.ascontiguousarray(W if trans else W.T)              # [N, K]: one row per output
             stem = f"{wname}{'_T' if trans else ''}_nbits"
-            q, sc = nbits_blocks(Bt, BLOCK)
+            q, sc = graph.quantize_blocks(Bt.T, NBITS)
             g.initializer.extend([numpy_helper.from_array(q, stem), numpy_helper.from_array(sc, stem + "_scale")])
             made[key] = (stem, Bt.shape)
         stem, (N, K) = made[key]
