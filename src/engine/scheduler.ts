@@ -786,7 +786,7 @@ export class Scheduler {
   }
 }
 
-interface CacheSlots {
+export interface CacheSlots {
   /** [nodes] the node's cache slot, after the sequence's cached rows. */
   offset: number[];
   /** [nodes] 1 on the main chain. */
@@ -802,7 +802,7 @@ interface CacheSlots {
  * after the cache, every other node the slots after it. Prompt chunks and draft chains are all
  * main chain. Verification stops at an accepted node off the chain (VerifyTree.exact).
  */
-function cacheSlots(parents: number[]): CacheSlots {
+export function cacheSlots(parents: number[]): CacheSlots {
   const n = parents.length;
   const offset = new Array<number>(n).fill(-1);
   const onChain = new Uint8Array(n);
