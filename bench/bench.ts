@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
+import { greedyRequest } from './request.ts';
 import type { TextRequest } from '../src/engine/types.ts';
 import { CHATS, PROMPTS, type Category } from './prompts.ts';
 import { mdTable, median, writeReport, type Chart } from './report.ts';
@@ -138,7 +139,7 @@ async function main() {
   const bar = new cliProgress.SingleBar({ format: ' {bar} {value}/{total} runs | {method} on {category}', hideCursor: true }, cliProgress.Presets.shades_classic);
   bar.start(prompts.length * o.reps * others.length * 2, 0, { method: '', category: '' });
   const runOnce = async (m: string, p: { category: Category; prompt: string }): Promise<Cell> => {
-    if (m !== 'transformers.js') return timeEngine(engine, req(p.prompt, m === 'plain' ? 'none' : m, o.maxTokens, o.maxDraftTokens));
+    if (m !== 'transformers.js') return timeEngine(engine, greedyRequest(p.prompt, { maxTokens: o.maxTokens, speculative: { drafter: m === 'plain' ? 'none' : m, maxDraftTokens: o.maxDraftTokens } }));
     const t0 = performance.now();
     const tokens = await peer!.generate(p.prompt, o.maxTokens);
     const seconds = (performance.now() - t0) / 1000;
@@ -351,14 +352,6 @@ function stepBreakdown(steps: readonly (readonly [string, StepTiming])[]): strin
   ]);
   return `Where a decode step's time went (every timed run, all prompts; the engine's own timing, so these are wall times on this VM, not the paired ratios above; "other" is the rest of the step: verification logic, sampling, KV bookkeeping, messages, and each request's prefill and set-up spread over its steps):\n\n` +
     mdTable(['method', 'ms per step', 'drafting ms', 'target forward ms', 'other ms', 'tokens verified', 'forward vs plain', 'tokens per step', 'ms per token'], rows) + '\n';
-}
-
-function req(prompt: string, drafter: string, maxTokens: number, maxDraftTokens: number): TextRequest {
-  return {
-    prompt, maxTokens, minTokens: 0, ignoreEos: true, stop: [],
-    sampling: { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 },
-    logprobs: null, echo: false, speculative: { drafter, maxDraftTokens },
-  };
 }
 
 main().catch((err) => {

@@ -14,23 +14,18 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
+import { greedyRequest } from './request.ts';
 import { PagedKvCache, SAQ_DEFAULTS } from '../src/kvcache/paged.ts';
 import { loadModelConfig, type ModelConfig } from '../src/engine/model-config.ts';
 import { chainInput, Runner } from '../src/engine/runner.ts';
-import type { TextRequest } from '../src/engine/types.ts';
 
-const GREEDY = { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
-
-function req(prompt: string | number[], over: Partial<TextRequest>): TextRequest {
-  return { prompt, maxTokens: 1, minTokens: 0, ignoreEos: true, stop: [], sampling: GREEDY, logprobs: null, echo: false, speculative: { drafter: 'none' }, ...over };
-}
 
 /** One greedy request: its ids, its seconds, and the seconds after its first token (decoding). */
 async function run(engine: LocalEngine, prompt: number[], maxTokens: number) {
   const ids: number[] = [];
   const t0 = performance.now();
   let first = 0;
-  for await (const ev of engine.generateText(req(prompt, { maxTokens }))) {
+  for await (const ev of engine.generateText(greedyRequest(prompt, { maxTokens }))) {
     if (ev.type !== 'text') continue;
     if (!first && ev.tokenIds.length) first = performance.now();
     ids.push(...ev.tokenIds);
@@ -43,7 +38,7 @@ async function run(engine: LocalEngine, prompt: number[], maxTokens: number) {
  *  top two candidates (as text). */
 async function score(engine: LocalEngine, ids: number[]): Promise<{ logprob: number; top: { token: string; logprob: number }[] }[]> {
   const out: { logprob: number; top: { token: string; logprob: number }[] }[] = [];
-  for await (const ev of engine.generateText(req(ids, { maxTokens: 0, echo: true, logprobs: 2 }))) {
+  for await (const ev of engine.generateText(greedyRequest(ids, { maxTokens: 0, echo: true, logprobs: 2 }))) {
     if (ev.type === 'text' && ev.logprobs) {
       for (const lp of ev.logprobs) if (lp.logprob !== null) out.push({ logprob: lp.logprob, top: lp.top.map((t) => ({ token: t.token, logprob: t.logprob })) });
     }

@@ -11,8 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
+import { greedyRequest } from './request.ts';
 import { loadModelConfig, resolveVariant, WEIGHT_DTYPES, type WeightDtype } from '../src/engine/model-config.ts';
-import type { TextRequest } from '../src/engine/types.ts';
 import { LlamaCppPeer } from './peer-llamacpp.ts';
 import { mdTable, median, type Chart } from './report.ts';
 
@@ -61,19 +61,11 @@ function ensureGguf(model: string, type: string, log: (m: string) => void): stri
   return file;
 }
 
-function request(prompt: number[], maxTokens: number, drafter: string): TextRequest {
-  return {
-    prompt, maxTokens, minTokens: 0, ignoreEos: true, stop: [],
-    sampling: { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 },
-    logprobs: null, echo: false, speculative: { drafter, maxDraftTokens: 8 },
-  };
-}
-
 /** specserve decode: the ids, and the seconds from the first token (the prefill's) to the last. */
 async function decode(engine: LocalEngine, prompt: number[], maxTokens: number, drafter: string) {
   const ids: number[] = [];
   let first = 0;
-  for await (const ev of engine.generateText(request(prompt, maxTokens, drafter))) {
+  for await (const ev of engine.generateText(greedyRequest(prompt, { maxTokens, speculative: { drafter, maxDraftTokens: 8 } }))) {
     if (ev.type !== 'text' || ev.tokenIds.length === 0) continue;
     if (!first) first = performance.now();
     ids.push(...ev.tokenIds);

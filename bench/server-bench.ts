@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createEngine } from '../src/engine/index.ts';
+import { greedyRequest } from './request.ts';
 import type { EngineOptions } from '../src/engine/options.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -84,10 +85,7 @@ export async function serverThroughput(modelDir: string, threads: number, prompt
       const t0 = performance.now();
       let first = 0;
       let tokens = 0;
-      for await (const ev of engine.generateText({
-        prompt, maxTokens, minTokens: 0, ignoreEos: true, stop: [], logprobs: null, echo: false,
-        sampling: { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 }, speculative: { drafter: 'none' },
-      })) {
+      for await (const ev of engine.generateText(greedyRequest(prompt, { maxTokens }))) {
         if (ev.type === 'text' && ev.text && !first) first = performance.now();
         if (ev.type === 'done') tokens = ev.completionTokens;
       }
