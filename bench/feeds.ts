@@ -3,13 +3,16 @@
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from '../src/engine/model-config.ts';
 
+/** What a past K/V tensor's shape needs of a model. */
+type KvDims = Pick<ModelConfig, 'numKvHeads' | 'headDim'>;
+
 /** One layer's past keys or values, head-major [1, kvHeads, rows, headDim], every entry `fill`. */
-export function pastTensor(cfg: ModelConfig, rows: number, fill = 0): ort.Tensor {
+export function pastTensor(cfg: KvDims, rows: number, fill = 0): ort.Tensor {
   return new ort.Tensor('float32', new Float32Array(cfg.numKvHeads * rows * cfg.headDim).fill(fill), [1, cfg.numKvHeads, rows, cfg.headDim]);
 }
 
 /** `past_key_values.{i}.key/value` of `rows` rows for layers [from, to). */
-export function pastFeeds(cfg: ModelConfig, from: number, to: number, rows: number, fill = 0): Record<string, ort.Tensor> {
+export function pastFeeds(cfg: KvDims, from: number, to: number, rows: number, fill = 0): Record<string, ort.Tensor> {
   const f: Record<string, ort.Tensor> = {};
   for (let i = from; i < to; i++) for (const x of ['key', 'value']) f[`past_key_values.${i}.${x}`] = pastTensor(cfg, rows, fill);
   return f;

@@ -18,6 +18,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
+import { pastFeeds, rowFeeds } from './feeds.ts';
 import { mdTable, median, writeReport } from './report.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -44,19 +45,13 @@ function shapeOf(size: string): Shape {
   return { hidden: c.hidden_size, layers: c.num_hidden_layers, kv: c.num_key_value_heads, hd: c.head_dim, params: c.parameters };
 }
 
-function targetFeeds(s: Shape, layers: number[], T: number, P: number): Record<string, ort.Tensor> {
-  const S = P + T;
-  const bias = new Float32Array(T * S);
-  for (let t = 0; t < T; t++) bias.fill(-1e9, t * S + P + t + 1, (t + 1) * S);
-  const pos = BigInt64Array.from({ length: T }, (_, i) => BigInt(P + i));
-  const f: Record<string, ort.Tensor> = {
+/** A step of T new tokens after P cached rows, with past buffers for the first `layers` layers. */
+function targetFeeds(s: Shape, layers: number, T: number, P: number): Record<string, ort.Tensor> {
+  return {
     input_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(100 + i)), [1, T]),
-    position_ids: new ort.Tensor('int64', pos, [1, T]),
-    cache_position: new ort.Tensor('int64', pos, [1, T]),
-    attention_bias: new ort.Tensor('float32', bias, [1, 1, T, S]),
+    ...rowFeeds(T, P),
+    ...pastFeeds({ numKvHeads: s.kv, headDim: s.hd }, 0, layers, P + T, 0.01),
   };
-  for (const l of layers) for (const k of ['key', 'value']) f[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(s.kv * S * s.hd).fill(0.01), [1, s.kv, S, s.hd]);
-  return f;
 }
 
 async function timeRuns(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, rounds: number): Promise<number> {
@@ -92,7 +87,7 @@ async function main() {
     for (const [dtype, sfx] of DTYPES) {
       const sess = await ort.InferenceSession.create(path.join(TINY, 'onnx', `decoder_spec${sfx}.onnx`), { intraOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: '0' } } } });
       const step: Record<number, number> = {};
-      for (const T of ROWS) step[T] = await timeRuns(sess, targetFeeds(s, Array.from({ length: s.layers }, (_, l) => l), T, o.past), o.rounds * 20);
+      for (const T of ROWS) step[T] = await timeRuns(sess, targetFeeds(s, s.layers, T, o.past), o.rounds * 20);
       await sess.release();
       rows.push(['specserve-tiny', dtype, 1, step[1].toFixed(2), ...ROWS.slice(1).map((T) => (step[T] / step[1]).toFixed(2)), '-', '-', '-']);
     }
@@ -106,12 +101,11 @@ async function main() {
         const opts = { intraOpNumThreads: threads, interOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: '0' } } } };
         const file = (n: string) => path.join(o.dir, size, `${n}${sfx}.onnx`);
         const target = await ort.InferenceSession.create(file('decoder_spec'), opts);
-        const all = Array.from({ length: s.layers }, (_, l) => l);
         const step: Record<number, number> = {};
-        for (const T of ROWS) step[T] = await timeRuns(target, targetFeeds(s, all, T, o.past), o.rounds);
+        for (const T of ROWS) step[T] = await timeRuns(target, targetFeeds(s, s.layers, T, o.past), o.rounds);
         await target.release();
         const layer = await ort.InferenceSession.create(file('layer1'), opts);
-        const layerMs = await timeRuns(layer, targetFeeds(s, [0], 1, o.past), o.rounds);
+        const layerMs = await timeRuns(layer, targetFeeds(s, 1, 1, o.past), o.rounds);
         await layer.release();
         const heads = async (n: string, width: number, rowsIn: number) => {
           const sess = await ort.InferenceSession.create(file(n), opts);
