@@ -10,6 +10,7 @@ import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { ENGINE_DEFAULTS, type EngineOptions } from './engine/options.ts';
 import { describeSaq, SAQ_DEFAULTS } from './kvcache/paged.ts';
+import { STREAM_PACINGS, type StreamPacing } from './server/pacing.ts';
 
 /** Where package.json lives; the default model path is resolved from here, not from the cwd. */
 export const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -29,6 +30,8 @@ export const SERVER_DEFAULTS = {
   maxEventLoopDelayMs: 1000,
   /** How long shutdown waits for in-flight requests before aborting them. Defaults to 30 s. */
   shutdownTimeoutMs: 30_000,
+  /** How streamed tokens are spaced when a request does not say. Defaults to `off` (as they come). */
+  streamPacing: 'off' as StreamPacing,
 };
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -64,6 +67,10 @@ export const ConfigSchema = z
     shutdownTimeoutMs: integer(0)
       .default(SERVER_DEFAULTS.shutdownTimeoutMs)
       .describe('On SIGTERM/SIGINT, wait this long for in-flight requests before aborting them'),
+    streamPacing: z
+      .enum(STREAM_PACINGS)
+      .default(SERVER_DEFAULTS.streamPacing)
+      .describe('Streaming cadence when a request does not choose (stream_options.pacing): off (tokens leave as each step makes them) or smooth (a step\'s tokens spread over the measured step interval)'),
     provider: z.enum(['auto', 'cuda', 'cpu']).default(ENGINE_DEFAULTS.provider).describe('Execution provider: auto (CUDA, else CPU), cuda, cpu'),
     dtype: z
       .enum(['auto', 'fp32', 'int8', 'int4'])
@@ -99,7 +106,7 @@ export const ConfigSchema = z
 export type Config = z.output<typeof ConfigSchema>;
 export type ConfigKey = keyof Config;
 /** What the HTTP layer (buildApp) needs. */
-export type ServerConfig = Pick<Config, 'apiKey' | 'bodyLimit' | 'logLevel' | 'maxEventLoopDelayMs'>;
+export type ServerConfig = Pick<Config, 'apiKey' | 'bodyLimit' | 'logLevel' | 'maxEventLoopDelayMs'> & Partial<Pick<Config, 'streamPacing'>>;
 
 export const CONFIG_KEYS = Object.keys(ConfigSchema.shape) as ConfigKey[];
 

@@ -8,9 +8,9 @@ import { LANTERN_DELTA, LANTERN_K } from './lantern.ts';
 import { loadModelConfig, type ModelConfig } from './model-config.ts';
 import type { EngineOptions } from './options.ts';
 import type { DraftCapSnapshot, FromWorker, SeqRequest, WireLogprob, WorkerInfo, WorkerInit } from './protocol.ts';
-import { Detokenizer, StopMatcher, TextCodec } from './text.ts';
+import { textEvent, TextCodec, TokenTextStream } from './text.ts';
 import type {
-  ChatMessage, DrafterInfo, Engine, EngineInfo, EngineLoad, TextEvent, TextRequest, TokenLogprob,
+  ChatMessage, DrafterInfo, Engine, EngineInfo, EngineLoad, TextEvent, TextPart, TextRequest, TokenLogprob,
 } from './types.ts';
 
 export interface EngineHooks {
@@ -246,8 +246,7 @@ export class LocalEngine implements Engine {
     try {
       if (req.signal?.aborted) return;
       this.worker.postMessage({ type: 'submit', req: wire });
-      const detok = new Detokenizer(this.codec, promptIds);
-      const stop = new StopMatcher(req.stop);
+      const stream = new TokenTextStream(this.codec, promptIds, req.stop);
       let offset = 0;
       let completionTokens = 0;
       if (req.echo) {
@@ -265,33 +264,32 @@ export class LocalEngine implements Engine {
         if (m.type === 'error') throw workerError(m);
         if (m.type === 'prompt_logprobs') continue;
         if (m.type === 'tokens') {
-          let text = '';
-          const kept: number[] = [];
-          const lps: TokenLogprob[] = [];
-          for (let i = 0; i < m.ids.length; i++) {
-            const tok = m.ids[i];
+          const parts: TextPart[] = [];
+          const { step, drafted, accepted, cap } = m.origin;
+          for (let i = 0; i < m.ids.length && !stream.stopped; i++) {
+            const tokenId = m.ids[i];
             completionTokens++;
-            kept.push(tok);
-            const piece = stop.push(detok.push(tok));
-            if (m.logprobs) lps.push(...this.toTokenLogprobs([m.logprobs[i]], offset + text.length));
-            text += piece;
-            if (stop.stopped) break;
-          }
-          if (stop.stopped) {
-            if (text || kept.length) yield { type: 'text', text, tokenIds: kept, logprobs: m.logprobs ? lps : undefined };
+            const wireLp = m.logprobs?.[i];
+            const source = i < accepted ? 'draft' : 'target';
+            const { text, sources } = stream.push(tokenId, { source, step, position: i, drafted, cap, tokenId, logprob: wireLp?.logprob ?? undefined });
+            const logprob = wireLp && this.toTokenLogprobs([wireLp], offset)[0];
             offset += text.length;
+            parts.push({ text, tokenId, logprob, sources });
+          }
+          const event = textEvent(parts, m.logprobs !== undefined);
+          if (stream.stopped) {
+            if (event.text || event.tokenIds.length) yield event;
             finished = true;
             this.worker.postMessage({ type: 'cancel', id });
             yield { type: 'done', finishReason: 'stop', promptTokens: promptIds.length, completionTokens };
             return;
           }
-          if (text || m.logprobs) yield { type: 'text', text, tokenIds: kept, logprobs: m.logprobs ? lps : undefined };
-          offset += text.length;
+          if (event.text || event.logprobs) yield event;
           continue;
         }
         if (m.type === 'done') {
-          const tail = stop.push(detok.flush()) + stop.flush();
-          if (tail) yield { type: 'text', text: tail, tokenIds: [] };
+          const tail = stream.flush();
+          if (tail.text) yield { type: 'text', text: tail.text, tokenIds: [], parts: [tail] };
           finished = true;
           this.hooks.onRequestKv?.(m.kvPeakBytes);
           const spec = m.spec;

@@ -31,6 +31,21 @@ export interface WireLogprob {
   top: { id: number; logprob: number }[];
 }
 
+/**
+ * How the tokens of one `tokens` message were made: they are one decode step's output for one
+ * sequence, the first `accepted` drafted and confirmed by the target, the rest (the correction or
+ * bonus token) the target's own.
+ */
+export interface StepOrigin {
+  /** The sequence's decode step: 0 for the token read off the prompt's last position. */
+  step: number;
+  /** Draft tokens the target verified in the step (tree nodes under the root). */
+  drafted: number;
+  accepted: number;
+  /** The most draft tokens the scheduler allowed the row in the step (0 when it did not draft). */
+  cap: number;
+}
+
 export type DraftCapSnapshot = import('./draft-policy.ts').DraftCapSnapshot;
 
 export type DecodeTiming = import('./types.ts').DecodeTiming;
@@ -60,7 +75,7 @@ export type FromWorker =
   | { type: 'ready'; info: WorkerInfo }
   | { type: 'fatal'; message: string }
   | { type: 'log'; level: 'info' | 'warn'; message: string }
-  | { type: 'tokens'; id: number; ids: number[]; logprobs?: WireLogprob[] }
+  | { type: 'tokens'; id: number; ids: number[]; logprobs?: WireLogprob[]; origin: StepOrigin }
   | { type: 'prompt_logprobs'; id: number; entries: WireLogprob[] }
   | {
       type: 'done';

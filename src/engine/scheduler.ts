@@ -13,7 +13,7 @@ import type { PagedKvCache } from '../kvcache/paged.ts';
 import { verifyGreedy, verifySampled, type Relax, type VerifyTree } from './acceptance.ts';
 import { DraftCapPolicy } from './draft-policy.ts';
 import { relax, type LanternNeighbours } from './lantern.ts';
-import type { FromWorker, SeqRequest, WireLogprob } from './protocol.ts';
+import type { FromWorker, SeqRequest, StepOrigin, WireLogprob } from './protocol.ts';
 import { NEG_BIAS as NEG, type DeepInput, type ForwardInput, type ForwardOutput } from './runner.ts';
 import { argmax, logSoftmax, penalize, Rng, sampleFrom, topN, warp, type TokenCounts } from './sampling.ts';
 
@@ -101,6 +101,8 @@ interface Row {
   slots?: CacheSlots;
   kind: 'prefill' | 'decode';
   tree?: DraftTree;
+  /** Decode rows: the most draft nodes planRows allowed (0 when the sequence did not draft). */
+  cap?: number;
 }
 
 export class Scheduler {
@@ -314,7 +316,7 @@ export class Scheduler {
         const toks = s.req.promptIds.slice(s.prefilled, s.prefilled + n);
         rows.push({ seq: s, tokens: toks, parents: toks.map((_, i) => i - 1), depth: toks.map((_, i) => i), kind: 'prefill' });
       } else {
-        const row: Row = { seq: s, tokens: [s.root], parents: [-1], depth: [0], kind: 'decode' };
+        const row: Row = { seq: s, tokens: [s.root], parents: [-1], depth: [0], kind: 'decode', cap: 0 };
         rows.push(row);
         if (s.drafter && s.draftPause > 0) s.draftPause--;
         else if (s.drafter) {
@@ -328,7 +330,10 @@ export class Scheduler {
             // would already read rows a SAQ demotion rewrote
             this.kv.tokensUntilRewrite(s.req.id) - 1,
           );
-          if (room > 0) drafting.push({ seq: s, row, maxNodes: room });
+          if (room > 0) {
+            row.cap = room;
+            drafting.push({ seq: s, row, maxNodes: room });
+          }
         }
       }
     }
@@ -597,7 +602,7 @@ export class Scheduler {
         if (s.req.maxTokens === 0) return this.finish(s, 'length');
         // first generated token, from the last prompt position
         const tok = this.choose(s, logitsAt(n - 1), 0);
-        this.accept(s, [tok], [logitsAt(n - 1)]);
+        this.accept(s, [tok], [logitsAt(n - 1)], { step: 0, drafted: 0, accepted: 0, cap: 0 });
         return;
       }
       // decode: verify root + draft tree
@@ -639,7 +644,8 @@ export class Scheduler {
       const sourceLogits = result.path.map((n) => logitsAt(n));
       // the step's stats are counted before accept() can finish the sequence (its done message
       // carries them), but they need how many emitted tokens it kept
-      const kept = this.accept(s, emitted, sourceLogits, (kept) => {
+      const origin: StepOrigin = { step: s.stats.decodeSteps, drafted, accepted: acceptedN, cap: r.cap ?? 0 };
+      const kept = this.accept(s, emitted, sourceLogits, origin, (kept) => {
         if (drafted === 0) return;
         // tokens past EOS / max_tokens were verified but not emitted: they do not count as accepted
         const acceptedKept = Math.min(acceptedN, kept);
@@ -715,7 +721,7 @@ export class Scheduler {
 
   /** Appends emitted tokens, stopping at EOS / max_tokens / context; returns how many were kept.
    *  `beforeFinish` gets that count before a stop finishes the sequence (and emits its done). */
-  private accept(s: Seq, emitted: number[], sourceLogits: Float32Array[], beforeFinish?: (kept: number) => void): number {
+  private accept(s: Seq, emitted: number[], sourceLogits: Float32Array[], origin: StepOrigin, beforeFinish?: (kept: number) => void): number {
     const ids: number[] = [];
     const lps: WireLogprob[] = [];
     let finish: 'stop' | 'length' | null = null;
@@ -735,7 +741,7 @@ export class Scheduler {
       if (finish) break;
     }
     s.root = ids[ids.length - 1];
-    this.emit({ type: 'tokens', id: s.req.id, ids, logprobs: s.req.logprobs !== null ? lps : undefined });
+    this.emit({ type: 'tokens', id: s.req.id, ids, logprobs: s.req.logprobs !== null ? lps : undefined, origin });
     beforeFinish?.(ids.length);
     if (finish) this.finish(s, finish);
     return ids.length;

@@ -5,7 +5,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ApiError } from '../errors.ts';
-import type { ChatMessage } from './types.ts';
+import type { ChatMessage, TextEvent, TextPart, TokenSource } from './types.ts';
 
 export class TextCodec {
   private readonly tok: Tokenizer;
@@ -139,4 +139,75 @@ export class StopMatcher {
     this.held = '';
     return out;
   }
+}
+
+/** What a token's source is, before its text is known. */
+export type TokenOrigin = Omit<TokenSource, 'text'>;
+
+/**
+ * Generated ids → final text, one token at a time: detokenizes, holds back what might start a stop
+ * string, and keeps, for every character it releases, the token that produced it. A step emits
+ * several tokens at once with speculation; they are pushed one by one, so a character split across
+ * tokens, or across steps, comes out once and whole.
+ */
+export class TokenTextStream {
+  readonly #detok: Detokenizer;
+  readonly #stop: StopMatcher;
+  /** Text produced but not yet released, oldest first; it is exactly what the stop matcher holds. */
+  #pending: TokenSource[] = [];
+  #last: TokenOrigin | undefined;
+
+  constructor(codec: TextCodec, promptIds: readonly number[], stops: readonly string[]) {
+    this.#detok = new Detokenizer(codec, promptIds);
+    this.#stop = new StopMatcher(stops);
+  }
+
+  /** True once a stop string matched: nothing more is released. */
+  get stopped(): boolean {
+    return this.#stop.stopped;
+  }
+
+  push(id: number, origin: TokenOrigin): { text: string; sources: TokenSource[] } {
+    this.#last = origin;
+    const piece = this.#detok.push(id);
+    if (piece) this.#pending.push({ ...origin, text: piece });
+    return this.#release(this.#stop.push(piece));
+  }
+
+  /** At the end: a character left incomplete, and text held for a stop string that never came. */
+  flush(): { text: string; sources: TokenSource[] } {
+    const tail = this.#detok.flush();
+    if (tail && this.#last) this.#pending.push({ ...this.#last, text: tail });
+    return this.#release(this.#stop.push(tail) + this.#stop.flush());
+  }
+
+  #release(text: string): { text: string; sources: TokenSource[] } {
+    const sources: TokenSource[] = [];
+    let need = text.length;
+    while (need > 0) {
+      const head = this.#pending[0];
+      if (head.text.length <= need) {
+        sources.push(this.#pending.shift()!);
+        need -= head.text.length;
+      } else {
+        sources.push({ ...head, text: head.text.slice(0, need) });
+        this.#pending[0] = { ...head, text: head.text.slice(need) };
+        need = 0;
+      }
+    }
+    // a matched stop string and whatever followed it are never released
+    if (this.#stop.stopped) this.#pending = [];
+    return { text, sources };
+  }
+}
+
+/** One text event from the parts of consecutive tokens. */
+export function textEvent(parts: TextPart[], withLogprobs: boolean): Extract<TextEvent, { type: 'text' }> {
+  return {
+    type: 'text',
+    text: parts.map((p) => p.text).join(''),
+    tokenIds: parts.flatMap((p) => (p.tokenId === undefined ? [] : [p.tokenId])),
+    logprobs: withLogprobs ? parts.flatMap((p) => (p.logprob ? [p.logprob] : [])) : undefined,
+    parts,
+  };
 }

@@ -97,8 +97,44 @@ export interface DecodeTiming {
   verifiedTokens: number;
 }
 
+/** Where a stretch of generated text came from. */
+export interface TokenSource {
+  text: string;
+  /** 'draft': proposed by the drafter and confirmed by the target; 'target': the target's own
+   *  token (a plain step's token, or the correction/bonus token after a draft). */
+  source: 'draft' | 'target';
+  /** The decode step that produced the token: 0 is the token read off the prompt's last position. */
+  step: number;
+  /** The token's place among its step's tokens; for a draft token, its position in the draft. */
+  position: number;
+  /** Draft tokens the target verified in that step. */
+  drafted: number;
+  /** The most draft tokens the server allowed in that step (0: it did not draft). */
+  cap: number;
+  tokenId: number;
+  /** The token's log-probability, when the request asked for logprobs. */
+  logprob?: number;
+}
+
+/** One generated token's share of a text event: the text that became final when it arrived (stop
+ *  strings and partial characters can hold text back, so it may hold earlier tokens' text too),
+ *  and that text's sources. The tail flushed at the end has no token of its own. */
+export interface TextPart {
+  text: string;
+  tokenId?: number;
+  logprob?: TokenLogprob;
+  sources: TokenSource[];
+}
+
 export type TextEvent =
-  | { type: 'text'; text: string; tokenIds: number[]; logprobs?: TokenLogprob[] }
+  | {
+      type: 'text';
+      text: string;
+      tokenIds: number[];
+      logprobs?: TokenLogprob[];
+      /** Generated text only (an echoed prompt has none): `text` is the concatenation of the parts. */
+      parts?: TextPart[];
+    }
   | {
       type: 'done';
       finishReason: FinishReason;

@@ -1,8 +1,8 @@
 // Engine results → OpenAI wire pieces shared by both endpoints (logprobs, usage, speculation stats).
 
 import { randomUUID } from 'node:crypto';
-import type { SpeculationStats, TextEvent, TokenLogprob } from '../engine/types.ts';
-import type { ChatLogprobs, CompletionLogprobs, SpeculativeStatsWire, Usage } from './schemas.ts';
+import type { SpeculationStats, TextEvent, TokenLogprob, TokenSource } from '../engine/types.ts';
+import type { ChatLogprobs, CompletionLogprobs, SpeculativeStatsWire, TokenSourceWire, Usage } from './schemas.ts';
 
 export type TextChunk = Extract<TextEvent, { type: 'text' }>;
 export type DoneEvent = Extract<TextEvent, { type: 'done' }>;
@@ -69,4 +69,22 @@ export function speculativeWire(index: number, stats: SpeculationStats): Specula
 export function speculativeField(outputs: readonly { index: number; done: DoneEvent }[]): { speculative?: SpeculativeStatsWire[] } {
   const stats = outputs.flatMap(({ index, done }) => (done.speculation ? [speculativeWire(index, done.speculation)] : []));
   return stats.length > 0 ? { speculative: stats } : {};
+}
+
+export function tokenSourcesWire(sources: readonly TokenSource[]): TokenSourceWire[] {
+  return sources.map((s) => ({
+    text: s.text,
+    source: s.source,
+    step: s.step,
+    position: s.position,
+    drafted: s.drafted,
+    draft_cap: s.cap,
+    token_id: s.tokenId,
+    ...(s.logprob === undefined ? {} : { logprob: s.logprob }),
+  }));
+}
+
+/** The sources of a text event's text (none for an echoed prompt). */
+export function eventSources(event: TextChunk): TokenSource[] {
+  return event.parts?.flatMap((part) => part.sources) ?? [];
 }

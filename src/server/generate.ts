@@ -2,12 +2,13 @@
 // response or streamed as SSE. Both endpoints share this; they differ only in chunk/response shape.
 
 import type { FastifyReply } from 'fastify';
-import type { Engine, TextEvent, TokenLogprob } from '../engine/types.ts';
+import type { Engine, TextEvent, TokenLogprob, TokenSource } from '../engine/types.ts';
 import { ApiError } from '../errors.ts';
 import type { ServerContext } from './context.ts';
-import { usageOf, type DoneEvent, type TextChunk } from './format.ts';
+import { eventSources, usageOf, type DoneEvent, type TextChunk } from './format.ts';
 import type { ChoiceTimer, GenerationTimer } from './metrics.ts';
 import type { Usage } from './schemas.ts';
+import { paceSmoothly, type StreamPacing } from './pacing.ts';
 import { SseStream } from './sse.ts';
 import type { Choice } from './text-request.ts';
 
@@ -16,6 +17,8 @@ export interface ChoiceOutput {
   promptIndex: number;
   text: string;
   logprobs: TokenLogprob[];
+  /** Where the text came from, stretch by stretch (`text` is their concatenation). */
+  sources: TokenSource[];
   done: DoneEvent;
 }
 
@@ -71,6 +74,7 @@ class ChoiceRun {
   readonly choice: Choice;
   text = '';
   readonly logprobs: TokenLogprob[] = [];
+  readonly sources: TokenSource[] = [];
   done: DoneEvent | undefined;
   readonly #iterator: AsyncIterator<TextEvent>;
   readonly #timer: ChoiceTimer;
@@ -98,6 +102,7 @@ class ChoiceRun {
       else this.#timer.text(event);
       this.text += event.text;
       if (event.logprobs) this.logprobs.push(...event.logprobs);
+      this.sources.push(...eventSources(event));
     } else {
       this.done = event;
       this.#timer.done(event);
@@ -113,7 +118,7 @@ class ChoiceRun {
 
   output(): ChoiceOutput {
     if (!this.done) throw new ApiError('engine_failed', 'The engine ended a generation without a done event');
-    return { index: this.choice.index, promptIndex: this.choice.promptIndex, text: this.text, logprobs: this.logprobs, done: this.done };
+    return { index: this.choice.index, promptIndex: this.choice.promptIndex, text: this.text, logprobs: this.logprobs, sources: this.sources, done: this.done };
   }
 }
 
@@ -172,6 +177,7 @@ export async function streamChoices(args: {
   reply: FastifyReply;
   format: StreamFormat;
   includeUsage: boolean;
+  pacing: StreamPacing;
 }): Promise<void> {
   const { abort, format } = args;
   const runs = startRuns(args.engine, args.choices, args.timer);
@@ -195,7 +201,14 @@ export async function streamChoices(args: {
   await Promise.all(
     runs.map(async (run, k) => {
       try {
-        for (let event = firsts[k]; event !== undefined; event = await run.next()) {
+        let pulled = false; // the first event was already pulled, before the headers went out
+        const pull = async () => {
+          if (pulled) return run.next();
+          pulled = true;
+          return firsts[k];
+        };
+        const events = args.pacing === 'smooth' ? paceSmoothly(pull) : unpaced(pull);
+        for await (const event of events) {
           if (failure !== undefined || sse.closed) return run.stop();
           const chunk = event.type === 'text' ? format.text(run.choice.index, event) : format.finish(run.choice.index, event);
           if (chunk !== undefined) await sse.send(chunk);
@@ -218,6 +231,10 @@ export async function streamChoices(args: {
     await sse.send(format.usage(usageOf(runs.map((run) => run.output()))));
   }
   sse.end();
+}
+
+async function* unpaced(next: () => Promise<TextEvent | undefined>): AsyncGenerator<TextEvent> {
+  for (let event = await next(); event !== undefined; event = await next()) yield event;
 }
 
 /**

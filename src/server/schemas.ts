@@ -3,6 +3,7 @@
 // Optional OpenAI fields are `nullish`: SDKs and frameworks send `null` for "not set".
 
 import { z } from 'zod';
+import { STREAM_PACINGS } from './pacing.ts';
 import { CHAT_UNSUPPORTED, COMPLETION_UNSUPPORTED, UNSUPPORTED_ISSUE, refuseUnsupported, unsupportedMessage } from './unsupported.ts';
 
 /** Choices per prompt. */
@@ -46,7 +47,17 @@ const sharedFields = {
   presence_penalty: z.number().min(-2).max(2).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   stream: z.boolean().nullish(),
-  stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
+  stream_options: z
+    .object({
+      include_usage: z.boolean().nullish(),
+      /** This project's extension: each chunk's choice says which tokens were drafted. */
+      include_token_sources: z.boolean().nullish(),
+      /** This project's extension: 'smooth' spreads a step's tokens over the step interval. */
+      pacing: z.enum(STREAM_PACINGS).nullish(),
+    })
+    .nullish(),
+  /** This project's extension: `choices[i].token_sources` (streaming: in every chunk). */
+  include_token_sources: z.boolean().nullish(),
   user: z.string().nullish(),
   /** vLLM extension. */
   ignore_eos: z.boolean().nullish(),
@@ -190,6 +201,24 @@ export type SpeculativeStatsWire = z.output<typeof speculativeStatsSchema>;
 
 const finishReason = z.enum(['stop', 'length']);
 
+/** A stretch of generated text and where it came from (`include_token_sources`). */
+export const tokenSourceSchema = z.object({
+  text: z.string(),
+  /** draft: proposed by the drafter and confirmed by the target; target: the target's own token. */
+  source: z.enum(['draft', 'target']),
+  /** The decode step that made the token (0: read off the prompt's last position). */
+  step: z.number().int(),
+  /** Its place among the step's tokens; for a draft token, its position in the draft (from 0). */
+  position: z.number().int(),
+  /** Draft tokens the target verified in that step. */
+  drafted: z.number().int(),
+  /** The most draft tokens the server allowed in that step (0: it did not draft). */
+  draft_cap: z.number().int(),
+  token_id: z.number().int(),
+  logprob: z.number().optional(),
+});
+export type TokenSourceWire = z.output<typeof tokenSourceSchema>;
+
 export const completionLogprobsSchema = z.object({
   tokens: z.array(z.string()),
   token_logprobs: z.array(z.number().nullable()),
@@ -215,6 +244,7 @@ export const CompletionResponseSchema = z.object({
       text: z.string(),
       logprobs: completionLogprobsSchema.nullable(),
       finish_reason: finishReason,
+      token_sources: z.array(tokenSourceSchema).optional(),
     }),
   ),
   usage: usageSchema,
@@ -233,6 +263,7 @@ export const ChatResponseSchema = z.object({
       message: z.object({ role: z.literal('assistant'), content: z.string() }),
       logprobs: chatLogprobsSchema.nullable(),
       finish_reason: finishReason,
+      token_sources: z.array(tokenSourceSchema).optional(),
     }),
   ),
   usage: usageSchema,

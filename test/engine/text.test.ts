@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { Detokenizer, StopMatcher, TextCodec } from '../../src/engine/text.ts';
+import { Detokenizer, StopMatcher, TextCodec, TokenTextStream } from '../../src/engine/text.ts';
+import type { TokenSource } from '../../src/engine/types.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 
 const codec = new TextCodec(DEFAULT_MODEL_DIR);
@@ -80,4 +81,62 @@ test('chat template renders messages and the tokenizer round-trips it', () => {
   ]);
   assert.match(text, /len\("abc"\)/);
   assert.equal(codec.decode(codec.encode(text)), text);
+});
+
+/** Pushes ids through a TokenTextStream in steps of the given sizes, as the engine does with a
+ *  worker's `tokens` messages; returns what each step released. */
+function streamSteps(ids: number[], sizes: number[], stops: string[]) {
+  const stream = new TokenTextStream(codec, [], stops);
+  const steps: { text: string; sources: TokenSource[] }[] = [];
+  let i = 0;
+  for (let step = 0; i < ids.length && !stream.stopped; step++) {
+    const n = sizes[step % sizes.length];
+    const released = { text: '', sources: [] as TokenSource[] };
+    for (let k = 0; k < n && i < ids.length && !stream.stopped; k++, i++) {
+      const { text, sources } = stream.push(ids[i], { source: k < n - 1 ? 'draft' : 'target', step, position: k, drafted: n - 1, cap: n, tokenId: ids[i] });
+      released.text += text;
+      released.sources.push(...sources);
+    }
+    steps.push(released);
+  }
+  if (!stream.stopped) steps.push(stream.flush());
+  return steps;
+}
+
+test('multi-token steps: a character split across tokens or steps comes out once and whole', () => {
+  const s = 'emoji 🎉🎉 and 日本語 split: naïve';
+  const ids = codec.encode(s);
+  for (const sizes of [[1], [2], [3], [5], [ids.length], [1, 4, 2]]) {
+    const steps = streamSteps(ids, sizes, []);
+    const text = steps.map((st) => st.text).join('');
+    assert.equal(text, s, `steps of ${sizes}`);
+    for (const st of steps) assert.ok(!st.text.includes('\uFFFD'), `broken character with steps of ${sizes}`);
+  }
+});
+
+test('property: token sources add up to the released text and point at tokens already pushed', () => {
+  fc.assert(
+    fc.property(
+      fc.string({ unit: 'binary', maxLength: 40 }),
+      fc.array(fc.string({ unit: 'binary', minLength: 1, maxLength: 3 }), { maxLength: 2 }),
+      fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 4 }),
+      (s, stops, sizes) => {
+        const ids = codec.encode(s);
+        const steps = streamSteps(ids, sizes, stops);
+        const full = codec.decode(ids);
+        const cuts = stops.map((stop) => full.indexOf(stop)).filter((i) => i >= 0);
+        const expected = cuts.length ? full.slice(0, Math.min(...cuts)) : full;
+        assert.equal(steps.map((st) => st.text).join(''), expected);
+        steps.forEach((st, step) => {
+          assert.equal(st.sources.map((src) => src.text).join(''), st.text);
+          for (const src of st.sources) {
+            assert.ok(src.text.length > 0, 'no empty sources');
+            assert.ok(src.step <= step, `text released at step ${step} came from a later step ${src.step}`);
+            assert.equal(src.source, src.position < src.drafted ? 'draft' : 'target');
+          }
+        });
+      },
+    ),
+    { numRuns: 300 },
+  );
 });

@@ -3,10 +3,10 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { ChatMessage } from '../../engine/types.ts';
 import { requireEngine, type ServerContext } from '../context.ts';
-import { chatLogprobs, responseId, speculativeField, unixSeconds, usageOf } from '../format.ts';
+import { chatLogprobs, eventSources, responseId, speculativeField, tokenSourcesWire, unixSeconds, usageOf } from '../format.ts';
 import { collectChoices, streamChoices, withRequestAbort, type StreamFormat } from '../generate.ts';
 import { ChatRequestSchema, ChatResponseSchema, type ChatRequestMessage, type ChatResponse } from '../schemas.ts';
-import { baseRequest, checkModel, expandChoices } from '../text-request.ts';
+import { baseRequest, checkModel, expandChoices, outputOptions } from '../text-request.ts';
 
 /** Text parts are joined with newlines, as vLLM does. */
 export function toChatMessages(messages: readonly ChatRequestMessage[]): ChatMessage[] {
@@ -41,19 +41,20 @@ export function chatRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
           echo: false,
         });
         const wantLogprobs = base.logprobs !== null;
+        const output = outputOptions(body, ctx.config.streamPacing ?? 'off');
         const id = responseId('chatcmpl');
         const created = unixSeconds();
         const model = engine.info.modelId;
         const timer = ctx.metrics.startGeneration(startedAt);
 
         if (body.stream) {
-          const includeUsage = body.stream_options?.include_usage === true;
-          const chunk = (index: number, delta: object, logprobs: unknown, finishReason: string | null) => ({
+          const includeUsage = output.includeUsage;
+          const chunk = (index: number, delta: object, logprobs: unknown, finishReason: string | null, extra: object = {}) => ({
             id,
             object: 'chat.completion.chunk',
             created,
             model,
-            choices: [{ index, delta, logprobs, finish_reason: finishReason }],
+            choices: [{ index, delta, logprobs, finish_reason: finishReason, ...extra }],
             ...(includeUsage ? { usage: null } : {}),
           });
           const format: StreamFormat = {
@@ -62,7 +63,13 @@ export function chatRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
             text: (index, event) =>
               event.text === '' && !event.logprobs?.length
                 ? undefined
-                : chunk(index, { content: event.text }, wantLogprobs ? chatLogprobs(event.logprobs ?? []) : null, null),
+                : chunk(
+                    index,
+                    { content: event.text },
+                    wantLogprobs ? chatLogprobs(event.logprobs ?? []) : null,
+                    null,
+                    output.tokenSources ? { token_sources: tokenSourcesWire(eventSources(event)) } : {},
+                  ),
             finish: (index, done) => ({ ...chunk(index, {}, null, done.finishReason), ...speculativeField([{ index, done }]) }),
             usage: (usage) => ({ id, object: 'chat.completion.chunk', created, model, choices: [], usage }),
           };
@@ -75,6 +82,7 @@ export function chatRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
               reply,
               format,
               includeUsage,
+              pacing: output.pacing,
             }),
           );
           return reply;
@@ -89,11 +97,12 @@ export function chatRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
           object: 'chat.completion',
           created,
           model,
-          choices: outputs.map((output) => ({
-            index: output.index,
-            message: { role: 'assistant', content: output.text },
-            logprobs: wantLogprobs ? chatLogprobs(output.logprobs) : null,
-            finish_reason: output.done.finishReason,
+          choices: outputs.map((choice) => ({
+            index: choice.index,
+            message: { role: 'assistant', content: choice.text },
+            logprobs: wantLogprobs ? chatLogprobs(choice.logprobs) : null,
+            finish_reason: choice.done.finishReason,
+            ...(output.tokenSources ? { token_sources: tokenSourcesWire(choice.sources) } : {}),
           })),
           usage: usageOf(outputs),
           ...speculativeField(outputs),

@@ -2,7 +2,7 @@
 
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { requireEngine, type ServerContext } from '../context.ts';
-import { completionLogprobs, responseId, speculativeField, unixSeconds, usageOf } from '../format.ts';
+import { completionLogprobs, eventSources, responseId, speculativeField, tokenSourcesWire, unixSeconds, usageOf } from '../format.ts';
 import { collectChoices, streamChoices, withRequestAbort, type StreamFormat } from '../generate.ts';
 import { CompletionRequestSchema, CompletionResponseSchema, type CompletionResponse } from '../schemas.ts';
 import {
@@ -11,6 +11,7 @@ import {
   checkModel,
   checkTokenIds,
   expandChoices,
+  outputOptions,
   promptsOf,
 } from '../text-request.ts';
 
@@ -39,13 +40,14 @@ export function completionsRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
           echo: body.echo ?? false,
         });
         const wantLogprobs = base.logprobs !== null;
+        const output = outputOptions(body, ctx.config.streamPacing ?? 'off');
         const id = responseId('cmpl');
         const created = unixSeconds();
         const model = engine.info.modelId;
         const timer = ctx.metrics.startGeneration(startedAt);
 
         if (body.stream) {
-          const includeUsage = body.stream_options?.include_usage === true;
+          const includeUsage = output.includeUsage;
           const chunk = (choices: unknown[]) => ({
             id,
             object: 'text_completion',
@@ -66,6 +68,7 @@ export function completionsRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
                       text: event.text,
                       logprobs: wantLogprobs ? completionLogprobs(event.logprobs ?? []) : null,
                       finish_reason: null,
+                      ...(output.tokenSources ? { token_sources: tokenSourcesWire(eventSources(event)) } : {}),
                     },
                   ]),
             finish: (index, done) => ({
@@ -83,6 +86,7 @@ export function completionsRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
               reply,
               format,
               includeUsage,
+              pacing: output.pacing,
             }),
           );
           return reply;
@@ -97,11 +101,12 @@ export function completionsRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
           object: 'text_completion',
           created,
           model,
-          choices: outputs.map((output) => ({
-            index: output.index,
-            text: output.text,
-            logprobs: wantLogprobs ? completionLogprobs(output.logprobs) : null,
-            finish_reason: output.done.finishReason,
+          choices: outputs.map((choice) => ({
+            index: choice.index,
+            text: choice.text,
+            logprobs: wantLogprobs ? completionLogprobs(choice.logprobs) : null,
+            finish_reason: choice.done.finishReason,
+            ...(output.tokenSources ? { token_sources: tokenSourcesWire(choice.sources) } : {}),
           })),
           usage: usageOf(outputs),
           ...speculativeField(outputs),
