@@ -18,6 +18,7 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { chatRoutes } from './routes/chat.ts';
 import { completionsRoutes } from './routes/completions.ts';
 import { modelRoutes } from './routes/models.ts';
+import { playgroundRoutes } from './routes/playground.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { tokenizeRoutes } from './routes/tokenize.ts';
 import { validatorCompiler } from './validation.ts';
@@ -148,5 +149,6 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   await app.register(tokenizeRoutes(ctx));
   await app.register(completionsRoutes(ctx));
   await app.register(chatRoutes(ctx));
+  await app.register(playgroundRoutes());
   return app;
 }
