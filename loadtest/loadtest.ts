@@ -1,6 +1,8 @@
 // npm run loadtest — starts the real server on 127.0.0.1, then measures
 //   streaming (SSE client): aggregate tokens/s, time to first token, inter-token latency and the
 //     largest gap between chunks, at concurrency 1, 4, 16, 32, speculation off and on
+//   smooth pacing: the spread of the gaps between chunks and the time per request, with the
+//     speculative drafter, stream_options.pacing off and smooth alternating
 //   non-streaming (autocannon): requests/s and latency
 // and reads /metrics before and after each run for acceptance. Bounded in count and time; only
 // ever targets the loopback address of the server it started.
@@ -30,12 +32,17 @@ const program = new Command()
   .option('--rounds <n>', 'rounds per level, plain and speculative alternating; medians are reported', (v) => parseInt(v, 10), 8)
   .option('--max-tokens <n>', 'tokens per streamed request (the same as npm run bench)', (v) => parseInt(v, 10), 128)
   .option('--drafter <name>', 'drafter for the speculative runs', 'prompt-lookup')
+  .option('--pacing-levels <list>', 'concurrency levels of the pacing comparison (empty: skip it)', '1,16')
+  .option('--pacing-rounds <n>', 'rounds of the pacing comparison, off and smooth alternating', (v) => parseInt(v, 10), 4)
   .option('--autocannon-seconds <n>', 'duration of the non-streaming run', (v) => parseInt(v, 10), 10)
   .option('--out <dir>', 'results folder', path.join(ROOT, 'loadtest', 'results'));
 
 interface StreamStats {
   ttft: number;
   gaps: number[];
+  /** With token sources: the gap before every token as the client sees it (0 for the second and
+   *  later tokens of one chunk), so requests paced into more chunks and less are compared per token. */
+  tokenGaps: number[];
   tokens: number;
   seconds: number;
   /** performance.now() of the first and the last text chunk */
@@ -43,20 +50,21 @@ interface StreamStats {
   lastAt: number;
 }
 
-async function streamOne(base: string, model: string, prompt: string, maxTokens: number, drafter: string): Promise<StreamStats> {
+async function streamOne(base: string, model: string, prompt: string, maxTokens: number, drafter: string, pacing?: 'off' | 'smooth'): Promise<StreamStats> {
   const t0 = performance.now();
   const res = await fetch(`${base}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
       model, prompt, max_tokens: maxTokens, temperature: 0, stream: true,
-      stream_options: { include_usage: true }, ignore_eos: true, speculative: { drafter },
+      stream_options: { include_usage: true, ...(pacing ? { pacing, include_token_sources: true } : {}) }, ignore_eos: true, speculative: { drafter },
     }),
   });
   if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
   let ttft = -1;
   let last = t0;
   const gaps: number[] = [];
+  const tokenGaps: number[] = [];
   let tokens = 0;
   const parser = createParser({
     onEvent(ev) {
@@ -65,16 +73,22 @@ async function streamOne(base: string, model: string, prompt: string, maxTokens:
       const chunk = JSON.parse(ev.data);
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.usage) tokens = chunk.usage.completion_tokens;
-      if (chunk.choices?.[0]?.text) {
+      const choice = chunk.choices?.[0];
+      if (choice?.text) {
+        const inChunk = new Set((choice.token_sources ?? []).map((s: { step: number; position: number }) => `${s.step}:${s.position}`)).size;
         if (ttft < 0) ttft = now - t0;
-        else gaps.push(now - last);
+        else {
+          gaps.push(now - last);
+          tokenGaps.push(now - last);
+        }
+        for (let k = 1; k < inChunk; k++) tokenGaps.push(0);
         last = now;
       }
     },
   });
   const decoder = new TextDecoder();
   for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(part, { stream: true }));
-  return { ttft, gaps, tokens, seconds: (performance.now() - t0) / 1000, firstAt: t0 + ttft, lastAt: last };
+  return { ttft, gaps, tokenGaps, tokens, seconds: (performance.now() - t0) / 1000, firstAt: t0 + ttft, lastAt: last };
 }
 
 async function scrape(base: string): Promise<Record<string, number>> {
@@ -85,6 +99,14 @@ async function scrape(base: string): Promise<Record<string, number>> {
     if (m) out[m[1]] = (out[m[1]] ?? 0) + Number(m[2]);
   }
   return out;
+}
+
+/** Coefficient of variation of one request's gaps between chunks: 0 is a perfectly even cadence. */
+function gapVariation(gaps: number[]): number {
+  if (gaps.length < 2) return 0;
+  const mean = gaps.reduce((a, g) => a + g, 0) / gaps.length;
+  const variance = gaps.reduce((a, g) => a + (g - mean) ** 2, 0) / gaps.length;
+  return mean > 0 ? Math.sqrt(variance) / mean : 0;
 }
 
 function percentile(xs: number[], p: number): number {
@@ -137,10 +159,11 @@ async function main() {
     // prompts are still running alone, and that tail is longer the more request speeds differ,
     // as they do with speculation (prompt lookup copies some prompts far faster than others):
     // it measured speculation down to 0.90x at 16 streams where the steady state was above 1x.
-    const total = (modes.length * o.rounds + 1) * levels.length;
+    const pacingLevels = String(o.pacingLevels).split(',').filter(Boolean).map(Number);
+    const total = (modes.length * o.rounds + 1) * levels.length + 2 * o.pacingRounds * pacingLevels.length;
     const bar = new cliProgress.SingleBar({ format: ' {bar} {value}/{total} runs | drafter={mode} concurrency={c} round={round}' }, cliProgress.Presets.shades_classic);
     bar.start(total, 0, { mode: '', c: 0, round: 0 });
-    const runLevel = async (mode: string, c: number, round: number, seconds = o.seconds) => {
+    const runLevel = async (mode: string, c: number, round: number, seconds = o.seconds, pacing?: 'off' | 'smooth') => {
       bar.update({ mode, c, round });
       const before = await scrape(base);
       const t0 = performance.now();
@@ -149,7 +172,7 @@ async function main() {
       await Promise.all(
         Array.from({ length: c }, async (_, client) => {
           const prompt = prompts[(client * 5 + round * 7) % prompts.length];
-          while (performance.now() < end) all.push(await streamOne(base, modelId, prompt, o.maxTokens, mode));
+          while (performance.now() < end) all.push(await streamOne(base, modelId, prompt, o.maxTokens, mode, pacing));
         }),
       );
       const from = t0 + Math.min(o.settle, seconds / 2) * 1000;
@@ -201,6 +224,36 @@ async function main() {
     // plain scaling, per round: aggregate tokens/s at each level over the first level's
     const scaling: Record<number, ReturnType<typeof spread>> = {};
     for (const c of levels.slice(1)) scaling[c] = spread(runs[modes[0]][c].map((r, i) => rate(r) / rate(runs[modes[0]][levels[0]][i])));
+
+    // Smooth pacing against none, with the speculative drafter (where steps bring several tokens):
+    // the same clients and prompts, off and smooth alternating within each round.
+    const pacingModes = ['off', 'smooth'] as const;
+    const pacingRuns: Record<string, Record<number, Run[]>> = Object.fromEntries(pacingModes.map((m) => [m, Object.fromEntries(pacingLevels.map((c) => [c, [] as Run[]]))]));
+    for (let round = 1; round <= o.pacingRounds; round++) {
+      for (const c of pacingLevels) {
+        for (const pacing of round % 2 ? pacingModes : [...pacingModes].reverse()) {
+          pacingRuns[pacing][c].push(await runLevel(o.drafter, c, round, o.seconds, pacing));
+        }
+      }
+    }
+    const pacingResults: Record<string, Record<number, Record<string, number>>> = {};
+    for (const pacing of pacingModes) {
+      pacingResults[pacing] = {};
+      for (const c of pacingLevels) {
+        const all = pacingRuns[pacing][c].flatMap((r) => r.all);
+        const gaps = all.flatMap((st) => st.gaps);
+        const tokenGaps = all.flatMap((st) => st.tokenGaps);
+        pacingResults[pacing][c] = {
+          tokenGapVariationMedian: median(all.map((st) => gapVariation(st.tokenGaps))),
+          tokenGapP99ms: percentile(tokenGaps, 99),
+          chunkGapVariationMedian: median(all.map((st) => gapVariation(st.gaps))),
+          chunkGapP99ms: percentile(gaps, 99),
+          chunksPerRequest: gaps.length / all.length + 1,
+          secondsPerRequest: all.reduce((a, st) => a + st.seconds, 0) / all.length,
+          requests: all.length,
+        };
+      }
+    }
     bar.stop();
 
     // non-streaming request rate with autocannon
@@ -227,6 +280,19 @@ async function main() {
       md += `\nPlain scaling, aggregate tokens/s over concurrency ${levels[0]} within each round (median, range): ` +
         levels.slice(1).map((c) => `c${c} ${scaling[c].median.toFixed(2)}x (${scaling[c].min.toFixed(2)}–${scaling[c].max.toFixed(2)})`).join(', ') + '.\n';
     }
+    if (pacingLevels.length) {
+      md += `\nSmooth pacing (\`stream_options.pacing\`), ${o.drafter}, ${o.pacingRounds} rounds of ${o.seconds} s per level and mode, off and smooth alternating, token sources on in both (to count tokens per chunk). ` +
+        `Gap variation is the median over requests of the standard deviation of a request's gaps over their mean (0 = an even cadence); per token, a chunk of k tokens counts as k arrivals (k − 1 gaps of 0), so both modes have the same number of gaps:\n\n`;
+      md += mdTable(
+        ['concurrency', 'pacing', 'token gap variation', 'token gap p99 ms', 'chunk gap variation', 'chunk gap p99 ms', 'chunks per request', 'seconds per request'],
+        pacingLevels.flatMap((c) =>
+          pacingModes.map((pacing) => {
+            const r = pacingResults[pacing][c];
+            return [c, pacing, r.tokenGapVariationMedian.toFixed(2), r.tokenGapP99ms.toFixed(1), r.chunkGapVariationMedian.toFixed(2), r.chunkGapP99ms.toFixed(1), r.chunksPerRequest.toFixed(1), r.secondsPerRequest.toFixed(3)];
+          }),
+        ),
+      );
+    }
     md += `\nNon-streaming (autocannon, 4 connections, ${o.autocannonSeconds} s, 16 tokens): ${ac.requests.average.toFixed(1)} req/s, latency p50 ${ac.latency.p50} ms, p99 ${ac.latency.p99} ms, errors ${ac.errors}, non-2xx ${ac.non2xx}.\n`;
     const charts: Chart[] = [
       {
@@ -238,7 +304,7 @@ async function main() {
         series: ['none', o.drafter].map((m) => ({ label: m === 'none' ? 'plain' : m, data: levels.map((c) => results[m][c].ttftP50ms) })),
       },
     ];
-    const files = writeReport(o.out, 'loadtest', { date, options: o, results, scaling, autocannon: { rps: ac.requests.average, latency: ac.latency } }, md, charts);
+    const files = writeReport(o.out, 'loadtest', { date, options: o, results, scaling, pacing: pacingResults, autocannon: { rps: ac.requests.average, latency: ac.latency } }, md, charts);
     console.log('\n' + md);
     console.log(`wrote ${files.join(', ')}`);
   } finally {

@@ -1,9 +1,10 @@
 // Smooth streaming. With speculation one step can make several tokens at once, then nothing until
-// the next step: a chat client sees a burst and a pause. Smooth pacing spreads a step's tokens over
-// the interval measured between steps, so they arrive at an even cadence. It only ever delays a
-// token within the current step's interval: when the next step's tokens (or the end) arrive,
-// whatever is still held goes out at once, so the final token is never later than one step
-// interval and nothing is held back when the request ends.
+// the next step: a chat client sees a burst and a pause. Smooth pacing is a small playout buffer:
+// tokens leave one average token interval apart (measured: time between steps over the tokens they
+// brought), so a step that brought six is spread out and one that brought a single token does not
+// leave a gap twice as long. Nothing waits more than one step interval: when the buffer holds more
+// than that interval can space out, the spacing shrinks to fit it; and the buffer is emptied at
+// once when the request ends, fails or is cancelled.
 
 import { textEvent } from '../engine/text.ts';
 import type { TextEvent, TextPart } from '../engine/types.ts';
@@ -42,52 +43,83 @@ function joinEvents(events: TextChunk[]): TextChunk {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** A pull made ahead, and whether it has settled yet. */
+interface Pull {
+  event: Promise<TextEvent | undefined>;
+  settled: Promise<void>;
+  done: boolean;
+}
+
 /**
  * Re-times one choice's events. `next` is the choice's own pull (undefined at the end); it is
- * called one event ahead, so the arrival of the next step is seen while this one is being spread.
+ * called one event ahead, so the next step is seen the moment it arrives.
  */
 export async function* paceSmoothly(next: () => Promise<TextEvent | undefined>, clock = () => performance.now()): AsyncGenerator<TextEvent> {
-  let interval: number | undefined;
-  let lastArrival: number | undefined;
-  // a pull made ahead may fail after the consumer stopped listening: that is not unhandled
-  const pull = () => {
-    const p = next();
-    p.catch(() => undefined);
+  const pull = (): Pull => {
+    const event = next();
+    const p: Pull = { event, settled: Promise.resolve(), done: false };
+    // the pull may fail after the consumer stopped listening: that is not an unhandled rejection
+    p.settled = event.then(
+      () => void (p.done = true),
+      () => void (p.done = true),
+    );
     return p;
   };
-  let pending = pull();
+  const held: TextChunk[] = [];
+  /** Running estimates: time between steps, and between tokens. */
+  let interval: number | undefined;
+  let tokenGap = 0;
+  let lastArrival: number | undefined;
+  let lastSent = -Infinity;
+  /** When the first held piece is due, and the spacing of the rest. */
+  let due = 0;
+  let gap = 0;
+  let ahead = pull();
   for (;;) {
-    const event = await pending;
-    if (event === undefined) return;
-    if (event.type === 'done') {
-      yield event;
+    if (held.length > 0 && !ahead.done) {
+      const wait = due - clock();
+      if (wait > 0) await Promise.race([sleep(wait), ahead.settled]);
+      if (!ahead.done) {
+        // timers fire a millisecond apart at best: everything due by now leaves together
+        const now = clock();
+        const batch: TextChunk[] = [];
+        while (held.length > 0 && due <= now) {
+          batch.push(held.shift()!);
+          due += gap;
+        }
+        if (batch.length > 0) {
+          lastSent = now;
+          yield joinEvents(batch);
+        }
+        continue;
+      }
+    }
+    const event = await ahead.event;
+    if (event === undefined || event.type === 'done') {
+      if (held.length > 0) yield joinEvents(held.splice(0));
+      if (event) yield event;
       return;
     }
-    pending = pull();
+    ahead = pull();
     const now = clock();
+    const pieces = splitByToken(event);
     if (lastArrival !== undefined) {
       const dt = now - lastArrival;
-      interval = interval === undefined ? dt : interval + INTERVAL_SMOOTHING * (dt - interval);
+      const perToken = dt / pieces.length;
+      if (interval === undefined) [interval, tokenGap] = [dt, perToken];
+      else {
+        interval += INTERVAL_SMOOTHING * (dt - interval);
+        tokenGap += INTERVAL_SMOOTHING * (perToken - tokenGap);
+      }
     }
     lastArrival = now;
-    const pieces = splitByToken(event);
-    if (pieces.length === 1 || interval === undefined) {
-      yield event;
+    held.push(...pieces);
+    if (interval === undefined) {
+      lastSent = now;
+      yield joinEvents(held.splice(0)); // no interval measured yet: nothing to spread over
       continue;
     }
-    const gap = interval / pieces.length;
-    let arrived = false;
-    const arrival = pending.then(
-      () => void (arrived = true),
-      () => void (arrived = true),
-    );
-    for (let i = 0; i < pieces.length; i++) {
-      if (i > 0 && !arrived) await Promise.race([sleep(gap), arrival]);
-      if (arrived) {
-        yield joinEvents(pieces.slice(i));
-        break;
-      }
-      yield pieces[i];
-    }
+    gap = Math.min(tokenGap, interval / held.length);
+    due = Math.max(now, lastSent + gap);
   }
 }

@@ -53,7 +53,7 @@ test('smooth pacing spreads a step over the step interval, keeps every character
   assert.ok(small >= 6, `expected spread-out tokens, gaps ${gaps.map((g) => g.toFixed(0)).join(' ')}`);
 });
 
-test('smooth pacing flushes what it holds as soon as the next step arrives', async () => {
+test('smooth pacing never falls a step behind: held tokens are re-spread when a step comes early, flushed at the end', async () => {
   // the interval estimate says 200 ms, then a step comes after 10 ms: its predecessor must not be
   // spread over 200 ms
   const t0 = performance.now();
@@ -91,4 +91,27 @@ test('an error from the engine reaches the consumer; a stopped consumer leaves n
   await generator.next(); // the generator pulled the next event ahead, which fails
   await generator.return(undefined);
   await sleep(20); // an unhandled rejection would fail the test run here
+});
+
+test('steps of uneven size come out at an even cadence', async () => {
+  // a drafter that lands 5 tokens, then none, then 5…: unpaced, gaps of 0 and of a whole step
+  const sizes = [1, 5, 1, 5, 1, 5, 1, 5, 1, 5, 1, 5];
+  const events: TextEvent[] = [...sizes.map((n, s) => stepEvent(s, Array.from({ length: n }, (_, k) => String.fromCharCode(97 + k)))), done];
+  const cv = (xs: number[]) => {
+    const mean = xs.reduce((a, x) => a + x, 0) / xs.length;
+    return Math.sqrt(xs.reduce((a, x) => a + (x - mean) ** 2, 0) / xs.length) / mean;
+  };
+  const times: number[] = [];
+  let text = '';
+  for await (const event of paceSmoothly(steps(50, events))) {
+    if (event.type !== 'text') continue;
+    text += event.text;
+    for (const _ of splitByToken(event)) times.push(performance.now());
+  }
+  assert.equal(text, sizes.map((n) => 'abcde'.slice(0, n)).join(''));
+  // after the estimates settle (4 steps), compare with the unpaced gaps: 0 inside a step, 50 ms between
+  const settled = times.slice(sizes.slice(0, 4).reduce((a, n) => a + n, 0));
+  const gaps = settled.slice(1).map((t, i) => t - settled[i]);
+  const unpaced = sizes.slice(4).flatMap((n) => [50, ...Array(n - 1).fill(0)]).slice(1);
+  assert.ok(cv(gaps) < 0.5 * cv(unpaced), `paced gap variation ${cv(gaps).toFixed(2)}, unpaced ${cv(unpaced).toFixed(2)}`);
 });

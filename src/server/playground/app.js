@@ -83,9 +83,14 @@ function fillDrafters({ data, default: serverDefault }) {
 // ---- one lane: a streamed request and its statistics -------------------------------------------
 
 class Lane {
-  constructor(root, { output, stats, chart }) {
+  constructor(root, { output, detail, stats, chart }) {
     this.root = root;
     this.output = byTestId(output);
+    const detailBox = byTestId(detail);
+    // what a token is, for the one under the pointer (a title tooltip as well, for keyboards and copies)
+    this.output.addEventListener('mouseover', (event) => {
+      if (event.target instanceof HTMLElement && event.target.classList.contains('tok')) detailBox.textContent = event.target.title;
+    });
     this.statsBox = byTestId(stats);
     this.canvas = chart ? $(chart) : null;
     this.chart = null;
@@ -157,11 +162,11 @@ class Lane {
     let accepted = 0;
     let draftSteps = 0;
     let capSum = 0;
-    let lastCap = 0;
+    let maxCap = 0;
     const positions = [];
     for (const step of this.steps.values()) {
       capSum += step.cap;
-      lastCap = step.cap;
+      maxCap = Math.max(maxCap, step.cap);
       if (step.drafted === 0) continue;
       draftSteps++;
       drafted += step.drafted;
@@ -181,7 +186,7 @@ class Lane {
       acceptanceRate: drafted ? accepted / drafted : undefined,
       meanAcceptanceLength: draftSteps ? 1 + accepted / draftSteps : undefined,
       draftSteps,
-      lastCap,
+      maxCap,
       meanCap: this.steps.size ? capSum / this.steps.size : 0,
       positions,
     };
@@ -208,7 +213,7 @@ class Lane {
       items.push(
         stat('acceptance rate', pct(f.acceptanceRate)),
         stat('mean acceptance length', f.meanAcceptanceLength === undefined ? '–' : f.meanAcceptanceLength.toFixed(2)),
-        stat('draft cap (now · mean)', `${f.lastCap} · ${f.meanCap.toFixed(1)}`),
+        stat('draft cap (mean · max)', `${f.meanCap.toFixed(1)} · ${f.maxCap}`),
       );
     }
     if (this.finished) items.push(stat('finish', this.finishReason ?? '–'));
@@ -255,8 +260,8 @@ function describe(src) {
 }
 
 const lanes = {
-  main: new Lane($('lane-main'), { output: 'output', stats: 'stats', chart: 'positions' }),
-  plain: new Lane($('lane-plain'), { output: 'output-plain', stats: 'stats-plain' }),
+  main: new Lane($('lane-main'), { output: 'output', detail: 'token-detail', stats: 'stats', chart: 'positions' }),
+  plain: new Lane($('lane-plain'), { output: 'output-plain', detail: 'token-detail-plain', stats: 'stats-plain' }),
 };
 
 // ---- sending ----------------------------------------------------------------------------------
@@ -349,9 +354,12 @@ function verdict(s) {
   const plain = lanes.plain.figures();
   if (!spec.tokensPerSecond || !plain.tokensPerSecond) return;
   const ratio = spec.tokensPerSecond / plain.tokensPerSecond;
+  const steps = plain.steps / Math.max(1, spec.steps) * (spec.tokens / Math.max(1, plain.tokens));
   const same = s.temperature === 0 ? (lanes.main.text === lanes.plain.text ? ' Same text, token for token.' : ' The texts differ.') : '';
+  // tokens/s depends on what else the machine is doing (this page included); target steps per
+  // token is what the drafter bought
   $('race-verdict').textContent =
-    `${s.drafter}: ${ratio.toFixed(2)}× the tokens/s of plain decoding ` +
+    `${s.drafter}: ${steps.toFixed(2)}× fewer target steps per token, ${ratio.toFixed(2)}× the tokens/s of plain decoding ` +
     `(${spec.tokensPerSecond.toFixed(1)} vs ${plain.tokensPerSecond.toFixed(1)}; both ran at once on this server).${same}`;
 }
 
