@@ -54,6 +54,31 @@ describe('playground in Chromium', { skip }, () => {
     await page.close();
   });
 
+  test('stop ends a long stream at once; regenerate runs the prompt again', async () => {
+    const page = await browser.newPage();
+    const problems = pageProblems(page);
+    await openPlayground(page, server.url);
+    // this model writes 900 tokens in about a second: a slow link keeps the stream open long enough
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: 16_000, uploadThroughput: -1 });
+    await page.selectOption($('drafter'), 'none');
+    await page.fill('#max-tokens', '900');
+    await page.click($('send'));
+    await page.waitForSelector(`${$('output')} [data-source]`, { timeout: 30_000 });
+    await page.click($('stop'));
+    await page.waitForFunction((sel) => !(document.querySelector(sel) as HTMLButtonElement).disabled, $('send'), { timeout: 5_000 });
+    const stopped = await page.locator(`${$('output')} [data-source]`).count();
+    assert.ok(stopped < 900, `${stopped} tokens`);
+    assert.ok(!(await page.textContent($('stats')))!.includes('finish'), 'a stopped stream should not report a finish reason');
+    assert.equal(await page.textContent($('error')), '');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await page.fill('#max-tokens', '16');
+    await page.click($('regenerate'));
+    await page.waitForFunction((sel) => document.querySelector(sel)?.textContent?.includes('finish'), $('stats'), { timeout: 60_000 });
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
   test('race mode: plain and speculative side by side, same greedy text', async () => {
     const page = await browser.newPage();
     const problems = pageProblems(page);
@@ -83,7 +108,7 @@ describe('playground with an API key', { skip }, () => {
     await Promise.all([browser?.close(), server?.stop()]);
   });
 
-  test('the page asks for the key, then works with it', async () => {
+  test('the page asks for the key, then chats with it', async () => {
     const page = await browser.newPage();
     // the first API call's 401 is how the page learns that it needs a key
     const problems = pageProblems(page, [/status of 401/]);
@@ -93,6 +118,8 @@ describe('playground with an API key', { skip }, () => {
     await page.click($('save-key'));
     await page.waitForSelector(`${$('drafter')} option[value="prompt-lookup"]`, { state: 'attached' });
     await page.selectOption($('drafter'), 'none');
+    await page.selectOption($('mode'), 'chat');
+    await page.fill($('prompt'), 'What does the socket module do?');
     await page.fill('#max-tokens', '8');
     await sendAndFinish(page);
     assert.ok((await page.locator(`${$('output')} [data-source="target"]`).count()) > 0);

@@ -108,14 +108,21 @@ describe('token sources', () => {
 });
 
 describe('pacing', () => {
-  test('smooth pacing sends the same text in more, evener chunks; off is the default', async () => {
-    const body = { model: MODEL, prompt: PROMPT, max_tokens: 64, temperature: 0, speculative: { drafter: 'prompt-lookup' } };
-    const text = (events: { data: any }[]) => events.map(({ data }) => data.choices[0]?.text ?? '').join('');
-    const chunks = (events: { data: any }[]) => events.filter(({ data }) => data.choices[0]?.text).length;
+  // The cadence itself is tested in test/server/pacing.test.ts with steps of known timing: this
+  // model's steps take about half a millisecond, less than a timer's resolution.
+  test('smooth pacing sends the same text, with n = 2 and token sources; a bad value names the field', async () => {
+    const body = { model: MODEL, prompt: PROMPT, max_tokens: 64, temperature: 0, n: 2, speculative: { drafter: 'prompt-lookup' } };
+    const texts = (events: { data: any }[]) => {
+      const out = ['', ''];
+      for (const { data } of events) for (const c of data.choices) out[c.index] += c.text ?? '';
+      return out;
+    };
     const off = await stream('/v1/completions', body);
-    const smooth = await stream('/v1/completions', { ...body, stream_options: { pacing: 'smooth' } });
-    assert.equal(text(smooth), text(off));
-    assert.ok(chunks(smooth) > chunks(off), `smooth sent ${chunks(smooth)} text chunks, off ${chunks(off)}`);
+    const smooth = await stream('/v1/completions', { ...body, stream_options: { pacing: 'smooth', include_token_sources: true } });
+    assert.deepEqual(texts(smooth), texts(off));
+    for (const { data } of smooth) {
+      for (const c of data.choices) if (c.text) assert.equal(c.token_sources.map((s: Source) => s.text).join(''), c.text);
+    }
     const bad = await post('/v1/completions', { ...body, stream: true, stream_options: { pacing: 'fast' } });
     assert.equal(bad.status, 400);
     assert.equal(bad.body.error.param, 'stream_options.pacing');
