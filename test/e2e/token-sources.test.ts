@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createParser } from 'eventsource-parser';
+import OpenAI from 'openai';
 import { startServer, type RunningServer } from '../helpers/server.ts';
 
 const MODEL = 'specserve-tiny';
@@ -98,6 +99,29 @@ describe('token sources', () => {
       assert.equal(choice.token_sources.map((s: Source) => s.text).join(''), choice.delta.content);
       for (const s of choice.token_sources as Source[]) assert.equal(typeof s.logprob, 'number');
     }
+  });
+
+  test('the official openai client passes the option through and hands the sources back', async () => {
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: PROMPT }],
+      max_tokens: 24,
+      temperature: 0,
+      stream: true,
+      // this project's extensions: the SDK sends fields it does not know as they are
+      stream_options: { include_token_sources: true, pacing: 'smooth' } as OpenAI.ChatCompletionStreamOptions,
+      speculative: { drafter: 'prompt-lookup' },
+    } as OpenAI.ChatCompletionCreateParamsStreaming);
+    let content = '';
+    let sourced = '';
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0] as (typeof chunk.choices)[number] & { token_sources?: Source[] };
+      content += choice?.delta?.content ?? '';
+      sourced += (choice?.token_sources ?? []).map((s) => s.text).join('');
+    }
+    assert.ok(content.length > 0);
+    assert.equal(sourced, content);
   });
 
   test('echo cannot be combined with token sources', async () => {
