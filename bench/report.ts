@@ -1,6 +1,7 @@
 // Writes benchmark results as JSON, a Markdown table and an HTML page with charts (Chart.js
 // embedded in the file: the page needs no network).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { marked } from 'marked';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -47,11 +48,13 @@ function renderHtml(title: string, markdown: string, charts: Chart[]): string {
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
 <style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
-.chart{width:100%;max-width:1000px;margin:1.5em 0}pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:13px}</style>
+.chart{width:100%;max-width:1000px;margin:1.5em 0}pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:13px}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f6f8fa}code{background:#f6f8fa;padding:1px 4px}</style>
 <script>${lib}</script></head>
 <body><h1>${escapeHtml(title)}</h1>
 ${canvases}
-<pre>${escapeHtml(markdown)}</pre>
+${marked.parse(markdown, { async: false })}
 <script>
 const configs = ${JSON.stringify(configs)};
 configs.forEach((cfg, i) => new Chart(document.getElementById('c' + i), cfg));

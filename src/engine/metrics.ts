@@ -34,6 +34,15 @@ export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log'])
     },
   });
   new Gauge({
+    // the name and the 0–1 range an inference pool's endpoint picker reads (vLLM's kv_cache_usage_perc)
+    name: 'specserve_kv_cache_usage_perc',
+    help: 'KV cache in use (written or reserved for admitted requests) over the budget, 0 to 1',
+    registers,
+    collect() {
+      if (kv) this.set(kv.bytesTotal > 0 ? kv.bytesInUse / kv.bytesTotal : 0);
+    },
+  });
+  new Gauge({
     name: 'specserve_kv_cache_tokens',
     help: 'Committed tokens held in the KV cache',
     registers,

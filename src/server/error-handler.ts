@@ -2,11 +2,46 @@
 // errors (bad JSON, body limit, content type) are mapped onto table codes; anything unexpected is a
 // 500 `internal_error` whose details go to the log, never to the client.
 
+import type { IncomingMessage } from 'node:http';
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { ApiError } from '../errors.ts';
 
 /** Seconds sent in Retry-After for a 429/503 whose ApiError does not say. */
 export const DEFAULT_RETRY_AFTER_S = 1;
+
+/** The most of an oversized body read (and thrown away) so its sender can read the 413. */
+export const OVERSIZED_DRAIN_BYTES = 64 * 1024 * 1024;
+const OVERSIZED_DRAIN_MS = 15_000;
+
+/**
+ * Reads and discards the rest of a request body. A 413 sent while the client is still uploading,
+ * on a connection that then closes, reaches the client as a reset mid-upload (EPIPE), not as the
+ * 413; once the upload is complete the client reads the answer. Bodies beyond the cap are cut off.
+ */
+function discardBody(raw: IncomingMessage, capBytes: number, timeoutMs: number): Promise<void> {
+  if (raw.complete || raw.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    let seen = 0;
+    const finish = () => {
+      clearTimeout(timer);
+      raw.off('data', onData);
+      raw.off('end', finish);
+      raw.off('close', finish);
+      raw.off('error', finish);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > capBytes) finish();
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    raw.on('data', onData);
+    raw.once('end', finish);
+    raw.once('close', finish);
+    raw.once('error', finish);
+    raw.resume();
+  });
+}
 
 export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
   reply.code(error.status);
@@ -38,12 +73,13 @@ export function toApiError(error: unknown, bodyLimit: number): ApiError {
 }
 
 export function registerErrorHandlers(app: FastifyInstance, bodyLimit: number): void {
-  app.setErrorHandler((error, request, reply) => {
+  app.setErrorHandler(async (error, request, reply) => {
     const apiError = toApiError(error, bodyLimit);
     // real faults get the stack; expected refusals (loading, draining, overloaded, 4xx) one line
     if (apiError.status === 500) request.log.error({ err: error }, `request failed: ${apiError.code}`);
     else if (apiError.status >= 500) request.log.warn({ code: apiError.code }, apiError.message);
     else request.log.info({ code: apiError.code, param: apiError.param }, apiError.message);
+    if (apiError.code === 'body_too_large') await discardBody(request.raw, OVERSIZED_DRAIN_BYTES, OVERSIZED_DRAIN_MS);
     return sendError(reply, apiError);
   });
 

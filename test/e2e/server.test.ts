@@ -88,6 +88,25 @@ describe('openai client against the real model', () => {
     assert.ok(cap !== null && [0, 1, 2, 4, 8].includes(cap), `draft cap ${cap}`);
   });
 
+  test('the KV usage gauge an inference pool reads stays within 0 to 1 and rises while a request holds the cache', async () => {
+    const idle = await metric(server.url, 'specserve_kv_cache_usage_perc');
+    assert.ok(idle >= 0 && idle <= 1, `idle usage ${idle}`);
+    const res = await fetch(`${server.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, prompt: 'x '.repeat(400), max_tokens: 400, ignore_eos: true, stream: true }),
+    });
+    const reader = res.body!.getReader();
+    await reader.read(); // the request is admitted and holds its blocks
+    let busy = 0;
+    for (let i = 0; i < 40 && busy <= idle; i++) {
+      busy = await metric(server.url, 'specserve_kv_cache_usage_perc');
+      if (busy <= idle) await new Promise((r) => setTimeout(r, 50));
+    }
+    await reader.cancel();
+    assert.ok(busy > idle && busy <= 1, `usage ${idle} idle, ${busy} while decoding`);
+  });
+
   test('LANTERN is used only when asked for, and the response says so', async () => {
     const prompt = 'The json module provides The JSON Module and the json module';
     const lossless = await post('/v1/completions', { model: MODEL, prompt, max_tokens: 32, temperature: 0, speculative: { drafter: 'aded' } });
