@@ -1,11 +1,13 @@
-// npm run loadtest — starts the real server on 127.0.0.1, then measures
+// npm run loadtest — starts the real server on 127.0.0.1 (or, with --url, uses a server or a
+// balancer that is already running), then measures
 //   streaming (SSE client): aggregate tokens/s, time to first token, inter-token latency and the
 //     largest gap between chunks, at concurrency 1, 4, 16, 32, speculation off and on
 //   smooth pacing: the spread of the gaps between chunks and the time per request, with the
 //     speculative drafter, stream_options.pacing off and smooth alternating
 //   non-streaming (autocannon): requests/s and latency
-// and reads /metrics before and after each run for acceptance. Bounded in count and time; only
-// ever targets the loopback address of the server it started.
+// and reads /metrics before and after each run for acceptance. Bounded in count and time; without
+// --url it only ever targets the loopback address of the server it started. Behind a balancer
+// that names the replica in x-specserve-replica (npm run cluster does), it also reports per replica.
 import autocannon from 'autocannon';
 import cliProgress from 'cli-progress';
 import { Command } from 'commander';
@@ -24,6 +26,8 @@ const HOST = '127.0.0.1';
 
 const program = new Command()
   .name('loadtest')
+  .option('--url <url>', 'an existing server or balancer to load (no local server is started)')
+  .option('--api-key <key>', 'API key for --url')
   .option('--port <n>', 'port for the server under test', (v) => parseInt(v, 10), 8765)
   .option('--model <dir>', 'model folder', path.join(ROOT, 'models', 'specserve-tiny'))
   .option('--concurrency <list>', 'concurrency levels', '1,4,16,32')
@@ -43,6 +47,11 @@ interface StreamStats {
   /** With token sources: the gap before every token as the client sees it (0 for the second and
    *  later tokens of one chunk), so requests paced into more chunks and less are compared per token. */
   tokenGaps: number[];
+  /** The replica that served it (x-specserve-replica, set by npm run cluster's HAProxy). */
+  replica: string | null;
+  /** From the final chunk's speculative stats. */
+  draftTokens: number;
+  acceptedTokens: number;
   tokens: number;
   seconds: number;
   /** performance.now() of the first and the last text chunk */
@@ -50,11 +59,14 @@ interface StreamStats {
   lastAt: number;
 }
 
+/** Headers for every request: JSON, and the API key when one was given. */
+let authHeaders: Record<string, string> = {};
+
 async function streamOne(base: string, model: string, prompt: string, maxTokens: number, drafter: string, pacing?: 'off' | 'smooth'): Promise<StreamStats> {
   const t0 = performance.now();
   const res = await fetch(`${base}/v1/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...authHeaders },
     body: JSON.stringify({
       model, prompt, max_tokens: maxTokens, temperature: 0, stream: true,
       stream_options: { include_usage: true, ...(pacing ? { pacing, include_token_sources: true } : {}) }, ignore_eos: true, speculative: { drafter },
@@ -66,6 +78,8 @@ async function streamOne(base: string, model: string, prompt: string, maxTokens:
   const gaps: number[] = [];
   const tokenGaps: number[] = [];
   let tokens = 0;
+  let draftTokens = 0;
+  let acceptedTokens = 0;
   const parser = createParser({
     onEvent(ev) {
       if (ev.data === '[DONE]') return;
@@ -73,6 +87,10 @@ async function streamOne(base: string, model: string, prompt: string, maxTokens:
       const chunk = JSON.parse(ev.data);
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.usage) tokens = chunk.usage.completion_tokens;
+      for (const spec of chunk.speculative ?? []) {
+        draftTokens += spec.draft_tokens;
+        acceptedTokens += spec.accepted_tokens;
+      }
       const choice = chunk.choices?.[0];
       if (choice?.text) {
         const inChunk = new Set((choice.token_sources ?? []).map((s: { step: number; position: number }) => `${s.step}:${s.position}`)).size;
@@ -88,7 +106,22 @@ async function streamOne(base: string, model: string, prompt: string, maxTokens:
   });
   const decoder = new TextDecoder();
   for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(part, { stream: true }));
-  return { ttft, gaps, tokenGaps, tokens, seconds: (performance.now() - t0) / 1000, firstAt: t0 + ttft, lastAt: last };
+  return { ttft, gaps, tokenGaps, replica: res.headers.get('x-specserve-replica'), draftTokens, acceptedTokens, tokens, seconds: (performance.now() - t0) / 1000, firstAt: t0 + ttft, lastAt: last };
+}
+
+/** The model a running server serves, from /v1/models; a clear error when it cannot be reached. */
+async function servedModel(base: string): Promise<string> {
+  let res: Response;
+  try {
+    res = await fetch(`${base}/v1/models`, { headers: authHeaders });
+  } catch (err) {
+    throw new Error(`--url ${base}: cannot reach it (${(err as Error).message})`);
+  }
+  if (res.status === 401) throw new Error(`--url ${base}: the server wants an API key (--api-key)`);
+  if (!res.ok) throw new Error(`--url ${base}: GET /v1/models answered ${res.status}`);
+  const id = (await res.json()).data?.[0]?.id;
+  if (typeof id !== 'string') throw new Error(`--url ${base}: /v1/models lists no model`);
+  return id;
 }
 
 async function scrape(base: string): Promise<Record<string, number>> {
@@ -99,6 +132,36 @@ async function scrape(base: string): Promise<Record<string, number>> {
     if (m) out[m[1]] = (out[m[1]] ?? 0) + Number(m[2]);
   }
   return out;
+}
+
+/**
+ * Accepted over drafted tokens. From /metrics deltas on one server; behind a balancer a scrape
+ * reaches one replica only, so there the requests' own speculative stats (the same counts) are used.
+ */
+function acceptance(all: StreamStats[], metricDelta: (name: string) => number): number {
+  if (all.some((st) => st.replica !== null)) {
+    const drafted = all.reduce((a, st) => a + st.draftTokens, 0);
+    return drafted ? all.reduce((a, st) => a + st.acceptedTokens, 0) / drafted : 0;
+  }
+  const drafted = metricDelta('specserve_spec_decode_num_draft_tokens_total');
+  return drafted ? metricDelta('specserve_spec_decode_num_accepted_tokens_total') / drafted : 0;
+}
+
+/** Requests, tokens and acceptance per replica, for runs that went through npm run cluster's balancer. */
+function perReplicaTable(runs: { level: number; mode: string; all: StreamStats[] }[]): string {
+  const rows: (string | number)[][] = [];
+  for (const { level, mode, all } of runs) {
+    const names = [...new Set(all.map((st) => st.replica ?? '?'))].sort();
+    const total = all.reduce((a, st) => a + st.tokens, 0);
+    for (const name of names) {
+      const mine = all.filter((st) => (st.replica ?? '?') === name);
+      const tokens = mine.reduce((a, st) => a + st.tokens, 0);
+      const drafted = mine.reduce((a, st) => a + st.draftTokens, 0);
+      const accepted = mine.reduce((a, st) => a + st.acceptedTokens, 0);
+      rows.push([level, mode, name, mine.length, tokens, `${((100 * tokens) / Math.max(1, total)).toFixed(0)}%`, drafted ? `${((100 * accepted) / drafted).toFixed(0)}%` : '-']);
+    }
+  }
+  return mdTable(['concurrency', 'decoding', 'replica', 'requests', 'tokens', 'share of tokens', 'accept rate'], rows);
 }
 
 /** Coefficient of variation of one request's gaps between chunks: 0 is a perfectly even cadence. */
@@ -132,7 +195,7 @@ async function startServer(port: number, model: string): Promise<ChildProcess> {
  *  the results go or which port the server uses). */
 function commandLine(o: Record<string, unknown>): string {
   const args = program.options
-    .filter((opt) => opt.long && !['--out', '--port'].includes(opt.long) && o[opt.attributeName()] !== opt.defaultValue)
+    .filter((opt) => opt.long && !['--out', '--port', '--api-key'].includes(opt.long) && o[opt.attributeName()] !== opt.defaultValue)
     .map((opt) => `${opt.long} ${o[opt.attributeName()]}`);
   return `npm run loadtest${args.length ? ` -- ${args.join(' ')}` : ''}`;
 }
@@ -140,9 +203,10 @@ function commandLine(o: Record<string, unknown>): string {
 async function main() {
   const o = program.parse().opts();
   const levels = String(o.concurrency).split(',').map(Number);
-  const base = `http://${HOST}:${o.port}`;
-  const server = await startServer(o.port, o.model);
-  const modelId = path.basename(o.model);
+  if (o.apiKey) authHeaders = { authorization: `Bearer ${o.apiKey}` };
+  const base = o.url ? String(o.url).replace(/\/+$/, '') : `http://${HOST}:${o.port}`;
+  const server = o.url ? undefined : await startServer(o.port, o.model);
+  const modelId = o.url ? await servedModel(base) : path.basename(o.model);
   const prompts = Object.values(PROMPTS).flat();
   const results: Record<string, Record<number, Record<string, number>>> = {};
   try {
@@ -215,7 +279,7 @@ async function main() {
           itlP50ms: percentile(gaps, 50),
           itlP95ms: percentile(gaps, 95),
           maxGapMs: gaps.reduce((m, g) => Math.max(m, g), 0), // a spread of every gap overflows the stack at these rates
-          acceptanceRate: d('specserve_spec_decode_num_draft_tokens_total') ? d('specserve_spec_decode_num_accepted_tokens_total') / d('specserve_spec_decode_num_draft_tokens_total') : 0,
+          acceptanceRate: acceptance(all, d),
           requests: all.length,
           ...(mode === modes[1] ? { ratioMedian: ratio.median, ratioMin: ratio.min, ratioMax: ratio.max } : {}),
         };
@@ -260,7 +324,7 @@ async function main() {
     const ac = await autocannon({
       url: `${base}/v1/completions`,
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...authHeaders },
       body: JSON.stringify({ model: modelId, prompt: prompts[0], max_tokens: 16, temperature: 0 }),
       connections: 4,
       duration: o.autocannonSeconds,
@@ -273,9 +337,13 @@ async function main() {
         return [c, m === 'none' ? 'plain' : m, r.aggregateTokensPerSecond.toFixed(1), ratio, r.ttftP50ms.toFixed(0), r.ttftP95ms.toFixed(0), r.itlP50ms.toFixed(1), r.maxGapMs.toFixed(0), m === 'none' ? '-' : `${(r.acceptanceRate * 100).toFixed(0)}%`];
       }),
     );
-    let md = `### Load test (${date})\n\nServer on ${HOST}, ${o.maxTokens} tokens per streamed request, each client sending requests back to back for ${o.seconds} s per level, decoding mode and round (aggregate tokens/s counted after the first ${o.settle} s, while every client is busy), ${o.rounds} rounds (each visits every level, plain and speculative back to back, alternating which goes first) after an untimed warm-up; tokens/s and the ratios are medians over rounds (the ratio's range in brackets); machine: ${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}.\n`;
+    let md = `### Load test (${date})\n\n${o.url ? `Server: ${base} (already running)` : `Server on ${HOST}`}, ${o.maxTokens} tokens per streamed request, each client sending requests back to back for ${o.seconds} s per level, decoding mode and round (aggregate tokens/s counted after the first ${o.settle} s, while every client is busy), ${o.rounds} rounds (each visits every level, plain and speculative back to back, alternating which goes first) after an untimed warm-up; tokens/s and the ratios are medians over rounds (the ratio's range in brackets); machine: ${os.cpus()[0]?.model ?? 'cpu'} x${os.availableParallelism()}.\n`;
     md += `Command: \`${commandLine(o)}\`\n\n`;
     md += mdTable(['concurrency', 'decoding', 'aggregate tok/s (median)', 'vs plain (median of rounds, range)', 'TTFT p50 ms', 'TTFT p95 ms', 'ITL p50 ms', 'max gap ms', 'accept rate'], rows);
+    if (levels.some((c) => modes.some((m) => runs[m][c].some((r) => r.all.some((st) => st.replica !== null))))) {
+      md += `\nPer replica (the balancer's x-specserve-replica header), all rounds:\n\n`;
+      md += perReplicaTable(levels.flatMap((c) => modes.map((m) => ({ level: c, mode: m === 'none' ? 'plain' : m, all: runs[m][c].flatMap((r) => r.all) }))));
+    }
     if (levels.length > 1) {
       md += `\nPlain scaling, aggregate tokens/s over concurrency ${levels[0]} within each round (median, range): ` +
         levels.slice(1).map((c) => `c${c} ${scaling[c].median.toFixed(2)}x (${scaling[c].min.toFixed(2)}–${scaling[c].max.toFixed(2)})`).join(', ') + '.\n';
@@ -308,7 +376,7 @@ async function main() {
     console.log('\n' + md);
     console.log(`wrote ${files.join(', ')}`);
   } finally {
-    server.kill('SIGTERM');
+    server?.kill('SIGTERM');
   }
 }
 

@@ -39,7 +39,7 @@ const program = new Command()
   .option('--replicas <n>', 'replicas to run', positive('--replicas', 1, 64), 2)
   .option('--port <n>', 'balancer port; replicas use the next N ports', positive('--port', 1, 65000), 8000)
   .option('--host <addr>', 'address the balancer listens on (replicas always listen on 127.0.0.1)', HOST)
-  .option('--threads <n>', 'onnxruntime threads per replica (default: the cores shared out, at least 1)', positive('--threads', 1, 1024))
+  .option('--threads <n>', 'onnxruntime threads per replica (default: the cores but one, shared out, at least 1)', positive('--threads', 1, 1024))
   .option('--health-interval-ms <n>', "HAProxy's health check interval: how fast a dead or draining replica leaves the rotation", positive('--health-interval-ms', 100, 60_000), 500)
   .option('--haproxy <path>', 'HAProxy binary (installed with apt-get when missing and allowed)', 'haproxy')
   .argument('[server-flags...]', 'flags for every replica (after "--"), e.g. -- --api-key KEY --default-drafter prompt-lookup')
@@ -155,7 +155,8 @@ async function main(): Promise<void> {
     throw new InvalidArgumentError('--port and --host are the cluster\'s to choose: give --port before "--"');
   }
   const haproxyBin = findHaproxy(o.haproxy);
-  const threads = o.threads ?? Math.max(1, Math.floor(os.availableParallelism() / o.replicas));
+  // one core stays for the HTTP threads and HAProxy, as the server's own --threads 0 leaves one
+  const threads = o.threads ?? Math.max(1, Math.floor((os.availableParallelism() - 1) / o.replicas));
   const base = ['--import', 'tsx', path.join(ROOT, 'src', 'cli.ts'), '--host', HOST, '--threads', String(threads)];
   const quiet = serverFlags.some((f) => f.startsWith('--log-level')) ? [] : ['--log-level', 'warn'];
   const replicas = Array.from({ length: o.replicas }, (_, i) => new Replica(`r${i + 1}`, o.port + i + 1, [...base, '--port', String(o.port + i + 1), ...quiet, ...serverFlags]));
