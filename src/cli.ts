@@ -4,15 +4,13 @@
 import { CommanderError } from 'commander';
 import closeWithGrace from 'close-with-grace';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { ConfigError, loadConfig, toEngineOptions, type Config } from './config.ts';
+import { ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, toEngineOptions, type Config } from './config.ts';
 import type { Engine } from './engine/types.ts';
 import { buildApp } from './server/app.ts';
 import { shutdownGracefully } from './server/shutdown.ts';
 
 /** Exit code for a bad command line or configuration. */
 const EXIT_CONFIG = 2;
-/** Grace on top of shutdownTimeoutMs for aborting and closing the engine before a hard exit. */
-const SHUTDOWN_MARGIN_MS = 5000;
 
 function readConfig(): Config {
   try {

@@ -34,6 +34,10 @@ export const SERVER_DEFAULTS = {
   streamPacing: 'off' as StreamPacing,
 };
 
+/** Grace on top of shutdownTimeoutMs for aborting and closing the engine before a hard exit (the
+ *  Kubernetes manifests' termination grace period must cover it too). */
+export const SHUTDOWN_MARGIN_MS = 5000;
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 type LogLevel = (typeof LOG_LEVELS)[number];
 
