@@ -381,6 +381,7 @@ async function main() {
 }
 
 main().catch((err) => {
-  console.error(err);
+  // a wrong --url or missing key is the user's to fix: the message, not a stack
+  console.error(String((err as Error).message).startsWith('--url') ? (err as Error).message : err);
   process.exit(1);
 });

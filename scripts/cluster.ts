@@ -62,6 +62,9 @@ defaults
   timeout http-request 60s
   timeout http-keep-alive 10s
   timeout queue 30s
+  # tokens are small writes that must leave at once: without this HAProxy merges them, which
+  # measured ~8 ms more to the first token than talking to a replica directly
+  option http-no-delay
   # a request that reached a replica that was dead, or draining (503), is sent to another one;
   # retrying needs the request buffered, which small API requests are
   option http-buffer-request
