@@ -110,7 +110,7 @@ export const ConfigSchema = z
 export type Config = z.output<typeof ConfigSchema>;
 export type ConfigKey = keyof Config;
 /** What the HTTP layer (buildApp) needs. */
-export type ServerConfig = Pick<Config, 'apiKey' | 'bodyLimit' | 'logLevel' | 'maxEventLoopDelayMs'> & Partial<Pick<Config, 'streamPacing'>>;
+export type ServerConfig = Pick<Config, 'apiKey' | 'bodyLimit' | 'logLevel' | 'maxEventLoopDelayMs' | 'streamPacing'>;
 
 export const CONFIG_KEYS = Object.keys(ConfigSchema.shape) as ConfigKey[];
 

@@ -8,11 +8,10 @@
 
 import { textEvent } from '../engine/text.ts';
 import type { TextEvent, TextPart } from '../engine/types.ts';
+import type { TextChunk } from './format.ts';
 
 export const STREAM_PACINGS = ['off', 'smooth'] as const;
 export type StreamPacing = (typeof STREAM_PACINGS)[number];
-
-type TextChunk = Extract<TextEvent, { type: 'text' }>;
 
 /** Weight of the newest interval in the running estimate of the step interval. */
 const INTERVAL_SMOOTHING = 0.3;

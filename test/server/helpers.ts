@@ -2,7 +2,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import { createParser } from 'eventsource-parser';
-import type { ServerConfig } from '../../src/config.ts';
+import { SERVER_DEFAULTS, type ServerConfig } from '../../src/config.ts';
 import type { Engine } from '../../src/engine/types.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { FAKE_MODEL_ID, FakeEngine, type FakeEngineOptions } from './fake-engine.ts';
@@ -12,6 +12,7 @@ export const TEST_CONFIG: ServerConfig = {
   bodyLimit: 1024 * 1024,
   logLevel: 'silent',
   maxEventLoopDelayMs: 0,
+  streamPacing: SERVER_DEFAULTS.streamPacing,
 };
 
 export async function makeApp(

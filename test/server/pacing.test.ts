@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { TextEvent, TextPart } from '../../src/engine/types.ts';
 import { paceSmoothly, splitByToken } from '../../src/server/pacing.ts';
+import type { TextChunk } from '../../src/server/format.ts';
 
-type TextChunk = Extract<TextEvent, { type: 'text' }>;
 
 function stepEvent(step: number, texts: string[]): TextChunk {
   const parts: TextPart[] = texts.map((text, position) => ({

@@ -41,7 +41,7 @@ export function chatRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
           echo: false,
         });
         const wantLogprobs = base.logprobs !== null;
-        const output = outputOptions(body, ctx.config.streamPacing ?? 'off');
+        const output = outputOptions(body, ctx.config.streamPacing);
         const id = responseId('chatcmpl');
         const created = unixSeconds();
         const model = engine.info.modelId;

@@ -40,7 +40,7 @@ export function completionsRoutes(ctx: ServerContext): FastifyPluginAsyncZod {
           echo: body.echo ?? false,
         });
         const wantLogprobs = base.logprobs !== null;
-        const output = outputOptions(body, ctx.config.streamPacing ?? 'off');
+        const output = outputOptions(body, ctx.config.streamPacing);
         const id = responseId('cmpl');
         const created = unixSeconds();
         const model = engine.info.modelId;
