@@ -18,15 +18,19 @@ export class TextCodec {
     const tc = JSON.parse(readFileSync(path.join(modelDir, 'tokenizer_config.json'), 'utf8'));
     this.tok = new Tokenizer(tj, tc);
     this.template = typeof tc.chat_template === 'string' ? new Template(tc.chat_template) : null;
-    this.specials = {
-      bos_token: tc.bos_token ?? '',
-      eos_token: tc.eos_token ?? '',
-    };
+    // older tokenizer_config.json files hold special tokens as AddedToken objects
+    const special = (t: unknown): string => (typeof t === 'string' ? t : ((t as { content?: string } | null)?.content ?? ''));
+    this.specials = { bos_token: special(tc.bos_token), eos_token: special(tc.eos_token) };
     this.specialIds = new Set((tj.added_tokens ?? []).filter((t: any) => t.special).map((t: any) => t.id as number));
   }
 
+  /** Token ids of a prompt, with the tokenizer's own special tokens (a Llama tokenizer's BOS) unless
+   *  the text already starts with the BOS token, as a rendered chat template does: a second BOS
+   *  would put the model off the text it was trained on. */
   encode(text: string): number[] {
-    return this.tok.encode(text).ids;
+    const bos = this.specials.bos_token;
+    const hasBos = bos !== '' && text.startsWith(bos);
+    return this.tok.encode(text, { add_special_tokens: !hasBos }).ids;
   }
 
   decode(ids: readonly number[], skipSpecial = true): string {

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Detokenizer, StopMatcher, TextCodec, TokenTextStream } from '../../src/engine/text.ts';
 import type { TokenSource } from '../../src/engine/types.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
@@ -139,4 +142,32 @@ test('property: token sources add up to the released text and point at tokens al
     ),
     { numRuns: 300 },
   );
+});
+
+test('a tokenizer that adds BOS adds it once: not again to a chat prompt that starts with it', () => {
+  // a Llama-style folder: the post-processor puts BOS in front, the template writes it itself
+  const dir = mkdtempSync(path.join(tmpdir(), 'specserve-bos-'));
+  try {
+    const tj = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'tokenizer.json'), 'utf8'));
+    const bos = tj.added_tokens.find((t: { content: string }) => t.content === '<|endoftext|>');
+    tj.post_processor = {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: bos.content, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { [bos.content]: { id: bos.content, ids: [bos.id], tokens: [bos.content] } },
+    };
+    const tc = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'tokenizer_config.json'), 'utf8'));
+    tc.bos_token = { content: bos.content, special: true }; // the AddedToken form older configs use
+    tc.chat_template = '{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}';
+    writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tj));
+    writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(tc));
+    const llama = new TextCodec(dir);
+    const plain = llama.encode('hello world');
+    assert.equal(plain[0], bos.id, 'the post-processor adds BOS to a plain prompt');
+    assert.deepEqual(plain.slice(1), codec.encode('hello world'));
+    const chat = llama.encode(llama.applyChatTemplate([{ role: 'user', content: 'hello world' }]));
+    assert.deepEqual(chat, plain, 'one BOS, then the text');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { checkModel } from '../../models/tooling/check.ts';
-import { loadModelConfig, WEIGHT_DTYPES } from '../../src/engine/model-config.ts';
+import { loadModelConfig, resolveVariant, WEIGHT_DTYPES } from '../../src/engine/model-config.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 
 for (const dtype of WEIGHT_DTYPES) {
@@ -39,6 +39,30 @@ test('a speculative export with the old token-major past is refused with what to
     cfg.specserve.past_layout = 'head-major';
     writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
     assert.equal(loadModelConfig(dir).layout, 'speculative');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a folder with 8-bit graphs only serves them, and its served context comes from the conversion', () => {
+  // what `npm run convert -- --dtype int8` writes: no fp32 graph, specserve.dtypes lists the rest
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'specserve-int8-only-'));
+  try {
+    const cfg = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'config.json'), 'utf8'));
+    cfg.specserve.dtypes = { int8: cfg.specserve.dtypes.int8 };
+    delete cfg.specserve.speculative_onnx;
+    delete cfg.specserve.standard_onnx;
+    cfg.specserve.context = 256;
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    mkdirSync(path.join(dir, 'onnx'));
+    copyFileSync(path.join(DEFAULT_MODEL_DIR, 'onnx', 'decoder_spec_int8.onnx'), path.join(dir, 'onnx', 'decoder_spec_int8.onnx'));
+    const m = loadModelConfig(dir);
+    assert.deepEqual(Object.keys(m.variants), ['int8']);
+    assert.equal(m.layout, 'speculative');
+    assert.equal(path.basename(m.onnxPath), 'decoder_spec_int8.onnx');
+    assert.equal(m.contextLength, 256);
+    assert.equal(resolveVariant(m, 'auto', 'cuda').dtype, 'int8', 'auto falls back to what the folder has');
+    assert.throws(() => resolveVariant(m, 'fp32', 'cpu'), /has no fp32 graph \(onnx\/decoder_spec\.onnx\); it has: int8/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
