@@ -19,6 +19,8 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
+import { aptInstall } from './apt.ts';
+import { integerOption } from './cli-options.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const HOST = '127.0.0.1';
@@ -27,11 +29,7 @@ const RESTART_MIN_MS = 1_000;
 const RESTART_MAX_MS = 30_000;
 const LIVED_MS = 30_000;
 
-const positive = (name: string, min = 1, max = 65535) => (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
-  return n;
-};
+const positive = (name: string, min = 1, max = 65535) => integerOption(name, min, max);
 
 const program = new Command()
   .name('cluster')
@@ -95,15 +93,7 @@ function findHaproxy(requested: string): string {
   const which = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin} || ([ -x /usr/sbin/${bin} ] && echo /usr/sbin/${bin})`], { encoding: 'utf8' }).stdout.trim();
   const found = requested.includes('/') ? requested : which(requested);
   if (found) return found;
-  const root = process.getuid?.() === 0;
-  const sudo = !root && spawnSync('sh', ['-c', 'command -v sudo'], { encoding: 'utf8' }).stdout.trim();
-  if (!root && !sudo) throw new Error('HAProxy is not installed and this user cannot install it: apt-get install haproxy, or pass --haproxy PATH');
-  log('HAProxy is missing: installing Debian\'s haproxy package');
-  const apt = (args: string[]) => spawnSync(root ? 'apt-get' : 'sudo', root ? args : ['apt-get', ...args], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  if (apt(['install', '-y', '--no-install-recommends', 'haproxy']).status !== 0) {
-    apt(['update']);
-    if (apt(['install', '-y', '--no-install-recommends', 'haproxy']).status !== 0) throw new Error('apt-get install haproxy failed');
-  }
+  aptInstall(['haproxy'], { why: 'HAProxy is not installed', otherwise: 'or pass --haproxy PATH', log });
   const installed = which('haproxy');
   if (!installed) throw new Error('haproxy not found after installing it');
   return installed;

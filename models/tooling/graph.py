@@ -48,6 +48,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import hf_config
+
 OPSET = 17
 NEG = -1e9           # blocked positions; not -inf, so a fully padded row gives no NaN
 BLOCK = 32
@@ -75,18 +77,15 @@ class ArchConfig:
     context: int
     tied: bool = True
     qkv_bias: bool = False
+    o_bias: bool = False  # Llama's attention_bias gives o_proj a bias too
     # inverse RoPE frequencies when rope_scaling changes them (llama3, linear); None = rope_theta's
     inv_freq: np.ndarray = field(default=None, repr=False)
 
     @staticmethod
     def from_hf(c):
-        """From a Hugging Face config.json dict (the fields every Llama-family config has)."""
-        heads = c["num_attention_heads"]
-        return ArchConfig(vocab=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_hidden_layers"], heads=heads,
-                          kv_heads=c.get("num_key_value_heads") or heads, head_dim=c.get("head_dim") or c["hidden_size"] // heads,
-                          intermediate=c["intermediate_size"], rope_theta=c.get("rope_theta", 10000.0),
-                          norm_eps=c.get("rms_norm_eps", 1e-6), context=c.get("max_position_embeddings", 2048),
-                          tied=c.get("tie_word_embeddings", False), qkv_bias=c.get("model_type") == "qwen2")
+        """From a Hugging Face config.json dict, with transformers' defaults, biases and RoPE scaling
+        (hf_config.py); the RoPE tables cover config.json's specserve.context when it has one."""
+        return ArchConfig(**hf_config.arch_fields(c))
 
     def rope_inv_freq(self):
         if self.inv_freq is not None:
@@ -238,6 +237,9 @@ def _layer(g, cfg, w, i, resid, delta, bias, slots, dtype, outputs):
                          domain="com.microsoft", num_heads=KV, scale=scale)
     attn = g.op("Reshape", [attn_rows, g.const(f"{p}.self_attn.unfold", np.array([0, -1, H * hd], np.int64))], stem=f"{p}.self_attn.unfold")
     o = _dense(g, attn, w[f"{p}.self_attn.o_proj.weight"][:, order].T, f"{p}.self_attn.o_proj", dtype)
+    if cfg.o_bias:
+        o = g.op("Add", [o, g.const(f"{p}.self_attn.o_proj.bias", w[f"{p}.self_attn.o_proj.bias"].astype(np.float32))],
+                 stem=f"{p}.self_attn.o_bias")
     ln2 = g.const(f"{p}.post_attention_layernorm.weight", w[f"{p}.post_attention_layernorm.weight"])
     h2, _, _, mid = g.op("SkipSimplifiedLayerNormalization", [block_in, o, ln2], n_out=4,
                          stem=f"{p}.post_attention_layernorm", domain="com.microsoft", epsilon=cfg.norm_eps)
@@ -433,6 +435,8 @@ def read_weights(path, cfg: ArchConfig):
             w[f"{p}.self_attn.k_proj.bias"] = b[H * hd: (H + KV) * hd]
             w[f"{p}.self_attn.v_proj.bias"] = b[(H + KV) * hd:]
         w[f"{p}.self_attn.o_proj.weight"] = init[f"{p}.self_attn.o_proj.weight"].T[:, inverse]
+        if f"{p}.self_attn.o_proj.bias" in init:
+            w[f"{p}.self_attn.o_proj.bias"] = init[f"{p}.self_attn.o_proj.bias"]
         gu = init[f"{p}.mlp.gate_up_proj.weight"].T
         w[f"{p}.mlp.gate_proj.weight"], w[f"{p}.mlp.up_proj.weight"] = gu[:F], gu[F:]
         w[f"{p}.mlp.down_proj.weight"] = init[f"{p}.mlp.down_proj.weight"].T

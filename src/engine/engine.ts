@@ -284,7 +284,8 @@ export class LocalEngine implements Engine {
             yield { type: 'done', finishReason: 'stop', promptTokens: promptIds.length, completionTokens };
             return;
           }
-          if (event.text || event.logprobs) yield event;
+          // A token that completes no character (one byte of a UTF-8 sequence) still yields its id.
+          if (event.text || event.tokenIds.length) yield event;
           continue;
         }
         if (m.type === 'done') {
