@@ -50,13 +50,15 @@ cp "$WORK/train_log.jsonl" "$OUT/train_log.jsonl"
 cp "$WORK/corpus.json" "$OUT/corpus.json"
 node --import tsx models/tooling/check.ts "$OUT"
 # draft heads (self-distilled on the frozen target), then this machine's latency figures
-$PY models/tooling/heads.py "$WORK" "$OUT" --kind medusa --steps "$HEAD_STEPS"
-$PY models/tooling/heads.py "$WORK" "$OUT" --kind hydra --steps "$HEAD_STEPS"
+# the drafter scripts' defaults follow the model now (draft vocabulary from the text, Chimera's MLP
+# from the target's, every core); specserve-tiny's drafters were built with these
+$PY models/tooling/heads.py "$WORK" "$OUT" --kind medusa --steps "$HEAD_STEPS" --draft-vocab 2048
+$PY models/tooling/heads.py "$WORK" "$OUT" --kind hydra --steps "$HEAD_STEPS" --draft-vocab 2048
 cp "$WORK/medusa_log.jsonl" "$OUT/heads/medusa_log.jsonl"
 cp "$WORK/hydra_log.jsonl" "$OUT/heads/hydra_log.jsonl"
-$PY models/tooling/kangaroo.py "$WORK" "$OUT" --steps "$KANGAROO_STEPS" --threads 2
+$PY models/tooling/kangaroo.py "$WORK" "$OUT" --steps "$KANGAROO_STEPS" --threads 2 --draft-vocab 2048
 $PY models/tooling/write_graphs.py "$OUT"    # Kangaroo's split graphs as the target's own kernels, every dtype
-$PY models/tooling/chimera.py "$WORK" "$OUT"
+$PY models/tooling/chimera.py "$WORK" "$OUT" --draft-vocab 2048 --ffn 512 --threads 1
 cp "$WORK/chimera_log.jsonl" "$OUT/chimera/chimera_log.jsonl"
 cp "$WORK/kangaroo_log.jsonl" "$OUT/kangaroo/kangaroo_log.jsonl"
 node --import tsx models/tooling/measure.ts "$OUT"

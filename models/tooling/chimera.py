@@ -2,18 +2,22 @@
 ONNX with a manifest.
 
 usage: /usr/bin/python3 models/tooling/chimera.py WORK_DIR MODEL_DIR [--steps 240] [--depths 4]
-       [--seq 256] [--batch 8] [--selfgen 256] [--threads 1]
+       [--seq 256] [--batch 8] [--selfgen 256] [--ffn N] [--draft-vocab N] [--threads N]
 
-Architecture (adapted to specserve-tiny, d = 256):
+The target is MODEL_DIR's (target.py); WORK_DIR holds the token splits, checkpoint and log (heads.py).
+
+Architecture (dims follow the target's config; specserve-tiny: d = 256, 4 query heads, 2 KV heads):
   trigram encoder   c_q = Linear(3h -> h)(ResBlock(3h)(concat(E x_{q-2}, E x_{q-1}, E x_q)))
                     over the target's frozen embedding E (positions < 0 repeat token 0 of the
                     sequence); ResBlock's W zero-initialised, the reduction starts as "E x_q".
-  full-context layer one pre-norm Llama decoder layer (4 query heads, 2 kv heads, RoPE from explicit
-                    positions, SwiGLU MLP 512) plus a final RMSNorm. Its keys/values are the
+  full-context layer one pre-norm Llama decoder layer (the target's query heads, KV heads, head_dim
+                    and RoPE frequencies, from explicit positions; SwiGLU MLP --ffn wide, by default
+                    the target's intermediate size; specserve-tiny's build: 512) plus a final RMSNorm. Its keys/values are the
                     projections of the target's own post-final-norm hidden states h_j of every
                     committed row j (cached per sequence at run time), of the drafter's outputs for
                     the draft-path rows, and of the query row's trigram code.
-  residual heads    one per depth: logits = E · (A_k h_last + B_k z), h_last = the target's hidden
+  residual heads    one per depth: logits = W · (A_k h_last + B_k z) (W: the target's LM head, E when
+                    tied), h_last = the target's hidden
                     state at the root's parent, z = the layer's output; A_k = B_k = I at start.
                     This is Chimera's Linear(2h -> V) initialised [W_lm | W_lm] factored through
                     the frozen tied LM head: E·(A h + B z) = [E A | E B]·[h; z], so the start
@@ -57,18 +61,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import NEG, RMSNorm, rotate_half  # noqa: E402
-from heads import DraftLMHead, ResBlock, distill, draft_vocab, drafter_args, drafter_setup, EMBED_FILE, greedy_continuations, mixed_batch, selfgen_sequences  # noqa: E402
+from model import NEG, RMSNorm, rope_frequencies, rotate_half  # noqa: E402
+from heads import (DraftLMHead, ResBlock, device_of, distill, draft_vocab, draft_vocab_record, drafter_args, drafter_setup,  # noqa: E402
+                   EMBED_FILE, heldout_continuations, heldout_windows, lm_head_note, mean_over_batches, mixed_batch, selfgen_note, selfgen_sequences)
 from export import retie_lm_head, sha256  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_model  # noqa: E402
 
 TOPK = 10
-FFN = 512
 
 
 class Chimera(nn.Module):
-    def __init__(self, cfg, depths):
+    def __init__(self, cfg, depths, ffn):
         super().__init__()
         D = cfg.d_model
         self.D, self.H, self.KV, self.hd, self.depths = D, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, depths
@@ -83,9 +87,9 @@ class Chimera(nn.Module):
         self.wv = nn.Linear(D, self.KV * self.hd, bias=False)
         self.wo = nn.Linear(self.H * self.hd, D, bias=False)
         self.norm2 = RMSNorm(D, cfg.norm_eps)
-        self.w1 = nn.Linear(D, FFN, bias=False)
-        self.w3 = nn.Linear(D, FFN, bias=False)
-        self.w2 = nn.Linear(FFN, D, bias=False)
+        self.w1 = nn.Linear(D, ffn, bias=False)
+        self.w3 = nn.Linear(D, ffn, bias=False)
+        self.w2 = nn.Linear(ffn, D, bias=False)
         self.normf = RMSNorm(D, cfg.norm_eps)
         # residual heads [K, D, 2D]: u = A h_last + B z
         self.heads = nn.Parameter(torch.cat([torch.eye(D), torch.eye(D)], dim=1).repeat(depths, 1, 1))
@@ -96,8 +100,8 @@ class Chimera(nn.Module):
         with torch.no_grad():
             self.tri_out.weight.zero_()
             self.tri_out.weight[:, 2 * D:] = torch.eye(D)
-        inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, self.hd, 2).float() / self.hd))
-        self.register_buffer("inv_freq", inv, persistent=False)
+        # the target's RoPE frequencies: the hidden states it attends over carry the target's positions
+        self.register_buffer("inv_freq", rope_frequencies(cfg), persistent=False)
 
     # -- pieces shared by training and export --------------------------------------------------
     def rope(self, pos):                            # pos [...] -> cos/sin [..., 1, hd]
@@ -138,7 +142,7 @@ class Chimera(nn.Module):
         (z [B, T, D], u [B, T, D] head input) for the query at position q (rows q < k invalid)."""
         B, T = ids.shape
         KV, g, hd = self.KV, self.g, self.hd
-        pos = torch.arange(T).unsqueeze(0).expand(B, T)
+        pos = torch.arange(T, device=ids.device).unsqueeze(0).expand(B, T)
         pad = ids[:, :1].expand(B, 2)
         padded = torch.cat([pad, ids], dim=1)
         t3 = torch.stack([padded[:, 0:T], padded[:, 1:T + 1], padded[:, 2:T + 2]], dim=-1)
@@ -148,8 +152,8 @@ class Chimera(nn.Module):
         kh, vh = self.project(h, pos)                                # [B, T, KV, hd]
         kc, vc = self.project(c, pos)
         s_ctx = torch.matmul(qg, kh.permute(0, 2, 3, 1).unsqueeze(2))  # [B, KV, g, T(q), T(j)]
-        qi = torch.arange(T).view(T, 1)
-        ji = torch.arange(T).view(1, T)
+        qi = torch.arange(T, device=ids.device).view(T, 1)
+        ji = torch.arange(T, device=ids.device).view(1, T)
 
         def diag(k_al):                                              # aligned keys [B, T, KV, hd]
             return (qg * k_al.permute(0, 2, 1, 3).unsqueeze(2)).sum(-1)   # [B, KV, g, T]
@@ -179,19 +183,19 @@ class Chimera(nn.Module):
         return out
 
 
-def depth_losses(model, target, x, first=1):
-    """Per-depth soft-CE loss and top-1 / top-5 agreement with the target's argmax, over queries
-    whose root is at position >= first."""
+def depth_losses(model, target, x, first=1, with_loss=True):
+    """Per-depth soft-CE loss (None when not with_loss) and top-1 / top-5 agreement with the
+    target's argmax, over queries whose root is at position >= first."""
     with torch.no_grad():
         logits, h, _, _ = target(x)
-        p = F.softmax(logits, dim=-1)
-    E = target.embed.weight
+        p = F.softmax(logits, dim=-1) if with_loss else logits
+    E, W = target.embed.weight, target.lm_weight                     # trigram encoder's / LM head's
     losses, acc1, acc5 = [], [], []
     for k, (z, u) in enumerate(model.unroll(E, x, h), start=1):
         q0 = first + k - 1                                           # root q - k + 1 >= first
-        lg = F.linear(u[:, q0:], E)
+        lg = F.linear(u[:, q0:], W)
         teacher = p[:, q0:]
-        loss, a1, a5 = distill(lg, teacher)
+        loss, a1, a5 = distill(lg, teacher, with_loss)
         losses.append(loss)
         acc1.append(a1)
         acc5.append(a5)
@@ -218,13 +222,13 @@ class DraftExport(nn.Module):
     is mostly per-node overhead, so shapes are static where they can be (-1 for the batch), RoPE's
     rotate-half is one matmul with a constant, and cos/sin are computed once per depth."""
 
-    def __init__(self, m, E, K, vocab):
+    def __init__(self, m, E, W, K, vocab):
         super().__init__()
         self.m, self.K = m, K
         self.W = nn.Parameter(E.clone(), requires_grad=False)
         # draft vocabulary (EAGLE-3's reduced draft vocab): the LM head is most of a depth's weight
         # traffic, and the target's greedy output stays within the most frequent tokens
-        self.lm = DraftLMHead(E, vocab)
+        self.lm = DraftLMHead(W, vocab)
         inv = m.inv_freq
         self.register_buffer("inv2", torch.cat([inv, inv]), persistent=False)
         half = m.hd // 2
@@ -346,7 +350,8 @@ def draft_inputs(S, C, N, D, KV, hd):
             torch.zeros(S, 3, dtype=torch.int64), torch.full((S,), C + N, dtype=torch.int64))
 
 
-def export(model, E, out_dir, draft_depths, vocab):
+def export(model, E, W, out_dir, draft_depths, vocab):
+    """E: the target's embedding (trigram encoder), W: its LM head (the same matrix when tied)."""
     D, KV, hd = model.D, model.KV, model.hd
     files = ["chimera_project.onnx"]
     torch.onnx.export(ProjectExport(model), (torch.randn(3, D), torch.arange(3)), os.path.join(out_dir, files[0]),
@@ -359,7 +364,7 @@ def export(model, E, out_dir, draft_depths, vocab):
            "topk_ids": {0: "s"}, "topk_logprobs": {0: "s"}, "new_keys": {0: "s", 1: "n"}, "new_values": {0: "s", 1: "n"}}
     for K in range(1, draft_depths + 1):
         files.append(f"chimera_draft{K}.onnx")
-        torch.onnx.export(DraftExport(model, E, K, vocab), draft_inputs(2, 5, 3, D, KV, hd), os.path.join(out_dir, files[-1]),
+        torch.onnx.export(DraftExport(model, E, W, K, vocab), draft_inputs(2, 5, 3, D, KV, hd), os.path.join(out_dir, files[-1]),
                           input_names=names, output_names=["topk_ids", "topk_logprobs", "new_keys", "new_values"],
                           opset_version=17, dynamic_axes=dyn)
     share_initializers([os.path.join(out_dir, f) for f in files], E, out_dir)
@@ -371,18 +376,18 @@ def check_export_matches_unroll(model, target, valid, K, vocab):
     """The draft module (what is exported) must reproduce the training unroll along one window when
     its path tokens are forced to the window's own, and absorb new rows like the cached ones."""
     T, L, cached = 48, 40, 30                                        # root at position L
-    x = torch.from_numpy(valid[:T].astype(np.int64)).unsqueeze(0)
+    x = torch.from_numpy(valid[:T].astype(np.int64)).unsqueeze(0).to(device_of(target))
     _, h, _, _ = target(x)
-    E = target.embed.weight
+    E, W = target.embed.weight, target.lm_weight
     un = model.unroll(E, x, h)
     ck, cv = model.project(h[0, :cached], torch.arange(cached))
-    draft = DraftExport(model, E, K, vocab)
+    draft = DraftExport(model, E, W, K, vocab)
     ids, lp, nk, _ = draft(ck.unsqueeze(0), cv.unsqueeze(0), torch.zeros(1, cached), h[:, cached:L],
                            torch.arange(cached, L).unsqueeze(0), torch.zeros(1, L - cached), h[:, L - 1],
                            x[:, L - 2:L + 1], torch.tensor([L]), forced=x[:, L + 1:L + K])
     err = (nk[0] - model.project(h[0, cached:L], torch.arange(cached, L))[0]).abs().max().item()
     for k in range(1, K + 1):
-        want = F.log_softmax(F.linear(un[k - 1][1][0, L + k - 1], E[vocab]), dim=-1).topk(TOPK)
+        want = F.log_softmax(F.linear(un[k - 1][1][0, L + k - 1], W[vocab]), dim=-1).topk(TOPK)
         err = max(err, (ids[0, k - 1] != vocab[want.indices]).sum().item())
         want = want.values
         err = max(err, (lp[0, k - 1] - want).abs().max().item())
@@ -390,29 +395,33 @@ def check_export_matches_unroll(model, target, valid, K, vocab):
     return err
 
 
-def main():
-    ap = drafter_args(argparse.ArgumentParser(), steps=240, seq=256, batch=8, lr=2e-3, seed=4242, threads=1)
+def parser():
+    """The command line, with this script's defaults (train_drafters.py reads them too)."""
+    ap = drafter_args(argparse.ArgumentParser(), steps=240, seq=256, batch=8, lr=2e-3, seed=4242)
     ap.add_argument("--depths", type=int, default=4)
     ap.add_argument("--draft-depths", type=int, default=5,
                     help="deepest draft graph exported; depths past --depths reuse the last trained head "
                          "(bench prompts, 8 nodes: 4 depths 3.61 tokens/step, 5: 3.84, 6: 3.96, 8: 4.07, "
                          "each depth ~0.1 of a target step: 5 is where goodput flattens)")
-    ap.add_argument("--draft-vocab", type=int, default=2048, help="draft vocabulary: the most frequent corpus tokens")
-    ap.add_argument("--selfgen", type=int, default=256, help="self-generated sequences (prefix 96 + 160 greedy tokens); 0 = corpus only")
-    a = ap.parse_args()
+    ap.add_argument("--ffn", type=int, default=None, help="the full-context layer's SwiGLU width (default: the target's intermediate size)")
+    return ap
+
+
+def main(argv=None):
+    a = parser().parse_args(argv)
     target, cfg, train, valid = drafter_setup(a)
+    dev = device_of(target)
+    ffn = a.ffn or cfg.ffn_hidden
     gen = selfgen_sequences(a.work, target, train, a.selfgen, 'chimera') if a.selfgen else None
-    if gen is not None:
-        assert gen.shape[1] >= a.seq, "self-generated sequences are shorter than --seq"
-    model = Chimera(cfg, a.depths)
+    model = Chimera(cfg, a.depths, ffn).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[chimera] {a.depths} depths, {n_params / 1e6:.3f} M parameters (+ the target's frozen embedding / LM head), "
-          f"{a.steps} steps of {a.batch}x{a.seq} tokens, {a.threads} thread(s)", flush=True)
+          f"{a.steps} steps of {a.batch}x{a.seq} tokens on {dev}, {a.threads} thread(s)", flush=True)
     weights = [0.8 ** k for k in range(a.depths)]
 
     def train_step(step):
-        x = mixed_batch(train, gen, step, a.seed, a.batch, a.seq)
+        x = mixed_batch(train, gen, step, a.seed, a.batch, a.seq, dev)
         losses, acc1, _ = depth_losses(model, target, x)
         loss = sum(w * l for w, l in zip(weights, losses))
         return loss, {"acc1": [round(v, 3) for v in acc1]}, f"top1 {' '.join(f'{v:.2f}' for v in acc1)}"
@@ -425,9 +434,8 @@ def main():
     acc1s, acc5s = np.zeros(a.depths), np.zeros(a.depths)
     n = 0
     with torch.no_grad():
-        for i in range(0, min(valid.size - a.seq - 1, 40 * a.seq), a.seq):
-            x = torch.from_numpy(valid[i:i + a.seq].astype(np.int64)).unsqueeze(0)
-            _, a1, a5 = depth_losses(model, target, x)
+        for x in heldout_windows(valid, a.seq, dev):
+            _, a1, a5 = depth_losses(model, target, x, with_loss=False)
             acc1s += np.array(a1)
             acc5s += np.array(a5)
             n += 1
@@ -436,31 +444,27 @@ def main():
     # the same on the target's own greedy continuations of validation prefixes: with path tokens
     # equal to the target's greedy tokens, top-1 agreement at depth k is the probability that a
     # chain draft's k-th token is accepted given the k-1 before it were
-    vgen = greedy_continuations(target, valid, 32, 96, 160, a.seed + 1)
-    g1, g5 = np.zeros(a.depths), np.zeros(a.depths)
+    vgen, prefix = heldout_continuations(a.work, target, valid, a.heldout_prompts)
     with torch.no_grad():
-        for i in range(0, vgen.shape[0], 8):
-            x = torch.from_numpy(vgen[i:i + 8].astype(np.int64))
-            # score only the generated part: queries whose root is past the prefix
-            _, a1, a5 = depth_losses(model, target, x, first=96)
-            g1 += np.array(a1)
-            g5 += np.array(a5)
-    g1, g5 = g1 / (vgen.shape[0] // 8), g5 / (vgen.shape[0] // 8)
+        # score only the generated part: queries whose root is past the prefix
+        g1, g5 = mean_over_batches(lambda x: depth_losses(model, target, x, first=prefix, with_loss=False)[1:], vgen)
     print(f"[chimera] held-out greedy-continuation top-1 {g1.round(3).tolist()} top-5 {g5.round(3).tolist()}", flush=True)
-    vocab = draft_vocab(train, a.draft_vocab)
+    target.cpu()
+    model.cpu()
+    vocab, vocab_record = draft_vocab(train, cfg.vocab, a.draft_vocab)
     err = check_export_matches_unroll(model, target, valid, a.depths, vocab)
     print(f"[chimera] draft module matches the training unroll (max abs diff {err:.2e})", flush=True)
 
     out_dir = os.path.join(a.model_dir, "chimera")
     os.makedirs(out_dir, exist_ok=True)
-    E = target.embed.weight.detach()
+    E, W = target.embed.weight.detach(), target.lm_weight.detach()
     embed_path = os.path.join(a.model_dir, "heads", EMBED_FILE)
     want = E.numpy().astype("<f4").tobytes()
     if not os.path.exists(embed_path) or open(embed_path, "rb").read() != want:
         os.makedirs(os.path.dirname(embed_path), exist_ok=True)
         with open(embed_path, "wb") as f:
             f.write(want)
-    files = export(model, E, out_dir, a.draft_depths, vocab)
+    files = export(model, E, W, out_dir, a.draft_depths, vocab)
     listed = {f: os.path.join(out_dir, f) for f in files}
     listed["../heads/" + EMBED_FILE] = embed_path
     for f in os.listdir(out_dir):                                    # graphs of an older export
@@ -469,11 +473,10 @@ def main():
     manifest = {
         "kind": "chimera",
         "depths": a.depths, "draft_depths": a.draft_depths, "topk": TOPK,
-        "draft_vocab": {"size": a.draft_vocab, "tokens": "the most frequent corpus tokens",
-                        "heldout_greedy_coverage": round(float(np.isin(vgen[:, 96:], vocab.numpy()).mean()), 4)},
+        "draft_vocab": draft_vocab_record(vocab_record, vocab, vgen[:, prefix:].cpu()),
         "hidden": "final (post-final-norm target hidden state of every committed row, and of the root's parent)",
         "hidden_size": cfg.d_model, "kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "heads": cfg.n_heads,
-        "ffn": FFN, "context": cfg.context, "rope_theta": cfg.rope_theta,
+        "ffn": ffn, "context": cfg.context, "rope_theta": cfg.rope_theta,
         "files": {f: {"bytes": os.path.getsize(p), "sha256": sha256(p)} for f, p in listed.items()},
         "graphs": {
             "project": "chimera_project.onnx: hidden [n, D], positions [n] -> keys, values [n, KV, hd] (the full-context "
@@ -487,19 +490,19 @@ def main():
         },
         "parameters": int(n_params),
         "parameters_detail": {name: int(p.numel()) for name, p in model.named_parameters()},
-        "lm_head": "the target's tied embedding, frozen, restricted to the draft vocabulary",
+        "lm_head": lm_head_note(cfg) + ", restricted to the draft vocabulary",
         "weights": QUANT_DESCRIPTION + "; held-out figures are of the fp32 module",
         "training": {"steps": step, "seq": a.seq, "batch": a.batch, "lr": a.lr, "threads": a.threads,
-                     "data": (f"half corpus windows, half {a.selfgen} self-generated sequences (96-token corpus prefix + "
-                              "160 greedy target tokens)") if a.selfgen else "corpus windows",
+                     "data": selfgen_note(a.selfgen),
                      "minutes": round(elapsed / 60, 1), "loss_weights": [round(w, 3) for w in weights],
                      "labels": "self-distillation: soft CE against the target's softmax at the predicted position"},
         "heldout_top1": [round(float(v), 4) for v in acc1s], "heldout_top5": [round(float(v), 4) for v in acc5s],
         "heldout_note": "agreement with the target's greedy token at depth k (token root+k) along held-out text, "
                         "path tokens = the text's own tokens",
         "heldout_greedy_top1": [round(float(v), 4) for v in g1], "heldout_greedy_top5": [round(float(v), 4) for v in g5],
-        "heldout_greedy_note": "same on the target's greedy continuations (160 tokens) of 32 validation prefixes (96 tokens), "
-                               "roots in the continuation: depth-k top-1 = P(k-th chain draft accepted | the previous were)",
+        "heldout_greedy_note": f"same on the target's greedy continuations ({vgen.shape[1] - prefix} tokens) of {vgen.shape[0]} "
+                               f"validation prefixes ({prefix} tokens), roots in the continuation: depth-k top-1 = P(k-th chain "
+                               "draft accepted | the previous were)",
     }
     json.dump(manifest, open(os.path.join(out_dir, "chimera.json"), "w"), indent=2)
     print(f"[chimera] exported {files} to {out_dir}", flush=True)

@@ -24,27 +24,13 @@ from onnx import helper, numpy_helper
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import graph  # noqa: E402
 from model import Config, Decoder  # noqa: E402
+from target import hf_weights  # noqa: E402
 from write_graphs import sha256  # noqa: E402,F401  (kangaroo.py and chimera.py import it from here)
-
-def hf_weights(model):
-    """The torch Decoder's weights under Hugging Face Llama names, as graph.py takes them."""
-    names = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm", "attn.wq": "self_attn.q_proj",
-             "attn.wk": "self_attn.k_proj", "attn.wv": "self_attn.v_proj", "attn.wo": "self_attn.o_proj",
-             "mlp.w1": "mlp.gate_proj", "mlp.w3": "mlp.up_proj", "mlp.w2": "mlp.down_proj"}
-    w = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
-    for i, layer in enumerate(model.layers):
-        for ours, theirs in names.items():
-            mod = layer
-            for part in ours.split("."):
-                mod = getattr(mod, part)
-            w[f"model.layers.{i}.{theirs}.weight"] = mod.weight
-    return {k: v.detach().float().numpy().copy() for k, v in w.items()}
-
 
 def arch_config(cfg):
     return graph.ArchConfig(vocab=cfg.vocab, hidden=cfg.d_model, layers=cfg.n_layers, heads=cfg.n_heads, kv_heads=cfg.n_kv_heads,
                             head_dim=cfg.head_dim, intermediate=cfg.ffn_hidden, rope_theta=cfg.rope_theta, norm_eps=cfg.norm_eps,
-                            context=cfg.context, tied=True)
+                            context=cfg.context, tied=cfg.tied, qkv_bias=cfg.qkv_bias)
 
 
 def retie_lm_head(mo, emb_name):

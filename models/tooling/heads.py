@@ -2,7 +2,12 @@
 target, exported to ONNX with a manifest.
 
 usage: /usr/bin/python3 models/tooling/heads.py WORK_DIR MODEL_DIR --kind medusa|hydra [--heads 4]
-       [--steps N] [--seq 512] [--batch 8]
+       [--steps N] [--seq 256] [--batch 16] [--draft-vocab N] [--selfgen 256] [--threads N]
+
+The target is MODEL_DIR's own (target.py: the weights the server runs, any Llama-family shape);
+WORK_DIR holds the token splits (train/valid .u16, or .u32 past 65,536 tokens), the checkpoints and
+the logs. This module also holds what the other drafter scripts share (arguments, the target and
+data, self-generated sequences, distillation losses, the draft vocabulary, the embedding file).
 
 Self-distillation: inputs are corpus windows; the label of a head predicting the token at t+s is the
 target's own softmax at position t+s-1 (its distribution for that token under teacher forcing), so
@@ -13,11 +18,12 @@ Medusa (methods.md §1): head k = ResBlock(h) -> LM head, predicts t+k+2 from th
 Hydra (methods.md §2): head i sees concat(h_t, E(x_{t+1}), ..., E(x_{t+i+1})) (E = the target's frozen
   embedding; x_{t+1} is the root) -> res(x) + SiLU(W x) with W zero-initialised and res a learned
   reduction -> one more ResBlock -> LM head; predicts t+i+2.
-Both reuse the target's frozen, tied LM head (the embedding matrix): at this model size a per-head
-vocabulary projection would be most of the drafter's parameters and of its per-step cost.
+Both reuse the target's frozen LM head (specserve-tiny's is the embedding matrix, tied): at this
+model size a per-head vocabulary projection would be most of the drafter's parameters and of its
+per-step cost.
 
-The exported graphs project onto a draft vocabulary (the --draft-vocab most frequent corpus tokens;
-log-probabilities are over it, ids are mapped back to token ids) and carry int8 weights
+The exported graphs project onto a draft vocabulary (the most frequent training tokens, see
+draft_vocab; log-probabilities are over it, ids are mapped back to token ids) and carry int8 weights
 (quantize.py): a draft call here is bound by the bytes of weights it reads, so this makes the heads
 about 2x cheaper in the decode loop without a measurable change in acceptance length (a draft
 token outside the draft vocabulary is never proposed; losslessness is the verifier's, unaffected).
@@ -43,13 +49,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import Config, Decoder  # noqa: E402
 from export import retie_lm_head  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_graph  # noqa: E402
+from target import load as load_target, pick_device, read_tokens, token_suffix  # noqa: E402
 from train import batch_at  # noqa: E402
 
 TOPK = 10
+SELFGEN_SEED = 4242  # one set of self-generated sequences per work folder, shared by every drafter
+SELFGEN_PREFIX, SELFGEN_NEW = 96, 160   # tokens of corpus prompt and of the target's greedy continuation
+HELDOUT_SEQUENCES = 32  # held-out prompts whose greedy continuations the agreement figures are taken on
+HELDOUT_WINDOWS = 40    # held-out text windows, for the agreement along the text itself
+MIN_HELDOUT = 64        # tokens: the shortest held-out split those are taken on (chimera.py checks 48)
+EVAL_BATCH = 4          # sequences per evaluation call: its logits are [batch, seq, vocab] (32 x 256 x 128k: 4 GB)
+DRAFT_VOCAB_COVERAGE = 0.995  # the default draft vocabulary covers this share of the training tokens,
+DRAFT_VOCAB_MULTIPLE = 64     # rounded up to a multiple of this (matrix shapes)
+TOKEN_TYPES = {"u16": np.uint16, "u32": np.uint32}
 
 
 class ResBlock(nn.Module):
@@ -89,21 +104,10 @@ class HydraHeads(nn.Module):
         return self.second[i](self.first[i](x))
 
 
-def load_target(work):
-    ck = torch.load(os.path.join(work, "target.pt"), map_location="cpu")
-    cfg = Config(**ck["config"])
-    m = Decoder(cfg)
-    m.load_state_dict(ck["model"])
-    m.eval()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m, cfg
-
-
-def drafter_args(ap, steps, seq, batch, lr, seed, threads):
-    """Adds what every drafter training script takes: the work folder (target.pt, the token
-    splits, checkpoints), the model folder it exports into, and the schedule with this script's
-    defaults. Returns `ap`."""
+def drafter_args(ap, steps, seq, batch, lr, seed):
+    """Adds what every drafter training script takes: the work folder (the token splits,
+    checkpoints, logs), the model folder whose target it distils and that it exports into, and the
+    schedule with this script's defaults. Returns `ap`."""
     ap.add_argument("work")
     ap.add_argument("model_dir")
     ap.add_argument("--steps", type=int, default=steps)
@@ -111,33 +115,75 @@ def drafter_args(ap, steps, seq, batch, lr, seed, threads):
     ap.add_argument("--batch", type=int, default=batch)
     ap.add_argument("--lr", type=float, default=lr)
     ap.add_argument("--seed", type=int, default=seed)
-    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: every core)")
+    ap.add_argument("--draft-vocab", type=int, default=None,
+                    help="draft vocabulary of the exported graphs: the N most frequent training tokens (default: derived "
+                         f"from the text, see draft_vocab: {DRAFT_VOCAB_COVERAGE:.1%} coverage)")
+    ap.add_argument("--selfgen", type=int, default=256,
+                    help=f"self-generated sequences ({SELFGEN_PREFIX}-token corpus prefix + {SELFGEN_NEW} greedy target tokens) "
+                         "making up half of every batch; 0 = corpus windows only")
+    ap.add_argument("--heldout-prompts", type=int, default=HELDOUT_SEQUENCES,
+                    help="held-out prompts whose greedy continuations the agreement figures are taken on")
     return ap
 
 
 def drafter_setup(a):
-    """Threads and seed from the parsed arguments, then the frozen target and the token splits:
-    (target, cfg, train, valid)."""
+    """Threads and seed from the parsed arguments, then the frozen target (on CUDA when torch sees
+    a GPU) and the token splits: (target, cfg, train, valid)."""
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    target, cfg = load_target(a.work)
-    train = np.fromfile(os.path.join(a.work, "train.u16"), dtype=np.uint16)
-    valid = np.fromfile(os.path.join(a.work, "valid.u16"), dtype=np.uint16)
+    target, cfg = load_target(a.model_dir, pick_device())
+    train, valid = read_tokens(a.work, "train"), read_tokens(a.work, "valid")
+    for name, data in (("train", train), ("valid", valid)):
+        if data.size and int(data.max()) >= cfg.vocab:
+            sys.exit(f"{name} tokens in {a.work} go up to {int(data.max())}, past the model's vocabulary of {cfg.vocab}")
+    need = max(a.seq, SELFGEN_PREFIX) + 2
+    if train.size < need:
+        sys.exit(f"{a.work}: {train.size} training tokens; --seq {a.seq} needs at least {need}")
+    if valid.size < MIN_HELDOUT:
+        sys.exit(f"{a.work}: {valid.size} held-out tokens; at least {MIN_HELDOUT} are needed")
+    if a.selfgen and a.seq > SELFGEN_PREFIX + SELFGEN_NEW:
+        sys.exit(f"--seq {a.seq} is longer than the self-generated sequences ({SELFGEN_PREFIX + SELFGEN_NEW} tokens): "
+                 "use a shorter --seq or --selfgen 0")
     return target, cfg, train, valid
+
+
+def device_of(module):
+    return next(module.parameters()).device
+
+
+def lm_head_note(cfg):
+    """How the manifests describe the LM head the drafters project onto."""
+    return "tied to the target embedding (frozen)" if cfg.tied else "the target's own LM head (lm_head.weight, frozen)"
+
+
+def mean_over_batches(fn, x, batch=EVAL_BATCH):
+    """The mean of fn(rows) (numbers or arrays of them) over row batches of x, weighted by rows."""
+    total = sum(np.asarray(fn(x[i:i + batch]), dtype=np.float64) * len(x[i:i + batch]) for i in range(0, len(x), batch))
+    return total / len(x)
+
+
+def heldout_windows(valid, seq, device, n=HELDOUT_WINDOWS):
+    """Up to n consecutive held-out windows of `seq` tokens ([1, seq] int64; one shorter window
+    when the split is shorter than that)."""
+    L = min(seq, valid.size)
+    for i in range(0, max(1, min(valid.size - L, n * L)), L):
+        yield torch.from_numpy(valid[i:i + L].astype(np.int64)).unsqueeze(0).to(device)
 
 
 @torch.no_grad()
 def greedy_continuations(target, data, n, prefix, new, seed, batch=64):
     """n sequences: a random `prefix`-token corpus window followed by the target's own greedy
     continuation of `new` tokens (what the drafter sees at run time: a prompt, then the target's
-    output). Returns uint16 [n, prefix + new]."""
+    output). Returns [n, prefix + new], uint16 or uint32 as the vocabulary needs."""
     rng = np.random.default_rng([seed, 7])
-    starts = rng.integers(0, data.size - prefix - 1, size=n)
-    out = np.zeros((n, prefix + new), dtype=np.uint16)
+    starts = rng.integers(0, max(1, data.size - prefix - 1), size=n)
+    out = np.zeros((n, prefix + new), dtype=TOKEN_TYPES[token_suffix(target.c.vocab)])
+    dev = device_of(target)
     for b in range(0, n, batch):
-        x = torch.from_numpy(np.stack([data[s:s + prefix] for s in starts[b:b + batch]]).astype(np.int64))
+        x = torch.from_numpy(np.stack([data[s:s + prefix] for s in starts[b:b + batch]]).astype(np.int64)).to(dev)
         B = x.shape[0]
-        logits, _, _, new_kv = target(x)
+        logits, _, _, new_kv = target(x, last_only=True)
         past = [(k.transpose(1, 2), v.transpose(1, 2)) for k, v in new_kv]  # head-major past
         toks = [x]
         nxt = logits[:, -1].argmax(-1, keepdim=True)
@@ -146,64 +192,94 @@ def greedy_continuations(target, data, n, prefix, new, seed, batch=64):
             if t == new - 1:
                 break
             P = prefix + t
-            logits, _, _, kv = target(nxt, torch.full((B, 1), P), torch.zeros(1, 1, 1, P + 1), past)
+            logits, _, _, kv = target(nxt, torch.full((B, 1), P, device=dev), torch.zeros(1, 1, 1, P + 1, device=dev), past)
             past = [(torch.cat([pk, k.transpose(1, 2)], 2), torch.cat([pv, v.transpose(1, 2)], 2))
                     for (pk, pv), (k, v) in zip(past, kv)]
             nxt = logits[:, -1].argmax(-1, keepdim=True)
-        out[b:b + B] = torch.cat(toks, 1).numpy().astype(np.uint16)
+        out[b:b + B] = torch.cat(toks, 1).cpu().numpy()
     return out
 
 
-def mixed_batch(train, gen, step, seed, batch, seq):
+def heldout_continuations(work, target, valid, n=HELDOUT_SEQUENCES):
+    """n held-out prompts (up to SELFGEN_PREFIX tokens: fewer when the split is short) with the
+    target's greedy continuations, [n, prefix + SELFGEN_NEW] int64 on the target's device, and the
+    prefix length: the agreement on text like decoding sees. Cached in `work` like the
+    self-generated training sequences: every drafter is scored on the same ones."""
+    prefix = min(SELFGEN_PREFIX, valid.size - 2)
+    gen = _cached(work, f"heldout_{n}", target.c.vocab, prefix + SELFGEN_NEW,
+                  lambda: greedy_continuations(target, valid, n, prefix, SELFGEN_NEW, SELFGEN_SEED + 1))
+    return torch.from_numpy(gen.astype(np.int64)).to(device_of(target)), prefix
+
+
+def mixed_batch(train, gen, step, seed, batch, seq, device="cpu"):
     """Half corpus windows, half self-generated sequences (prompt + the target's greedy output)."""
     n_gen = batch // 2 if gen is not None else 0
     x, _ = batch_at(train, step, seed, batch - n_gen, seq)
-    if n_gen == 0:
-        return x
-    rng = np.random.default_rng([seed, step, 1])
-    g = torch.from_numpy(gen[rng.integers(0, gen.shape[0], size=n_gen), :seq].astype(np.int64))
-    return torch.cat([x, g], dim=0)
-
-
-SELFGEN_SEED = 4242  # one set of self-generated sequences per work folder, shared by every drafter
+    if n_gen:
+        rng = np.random.default_rng([seed, step, 1])
+        g = torch.from_numpy(gen[rng.integers(0, gen.shape[0], size=n_gen), :seq].astype(np.int64))
+        x = torch.cat([x, g], dim=0)
+    return x.to(device)
 
 
 def selfgen_sequences(work, target, train, n, tag):
-    """The n self-generated sequences (96-token corpus prefix + 160 greedy target tokens) of this
-    work folder, generated once and cached as selfgen_{n}.u16."""
-    path = os.path.join(work, f"selfgen_{n}.u16")
-    if os.path.exists(path):
-        return np.fromfile(path, dtype=np.uint16).reshape(n, -1)
+    """The n self-generated sequences (SELFGEN_PREFIX-token corpus prefix + SELFGEN_NEW greedy
+    target tokens) of this work folder, generated once and cached as selfgen_{n}.u16 (.u32 past
+    65,536 tokens)."""
     t0 = time.time()
-    gen = greedy_continuations(target, train, n, 96, 160, SELFGEN_SEED)
-    gen.tofile(path)
-    print(f"[{tag}] generated {n} greedy continuations in {time.time() - t0:.0f} s -> {path}", flush=True)
+    gen = _cached(work, f"selfgen_{n}", target.c.vocab, SELFGEN_PREFIX + SELFGEN_NEW,
+                  lambda: greedy_continuations(target, train, n, SELFGEN_PREFIX, SELFGEN_NEW, SELFGEN_SEED))
+    if time.time() - t0 > 1:
+        print(f"[{tag}] generated {n} greedy continuations in {time.time() - t0:.0f} s", flush=True)
     return gen
+
+
+def _cached(work, stem, vocab, width, make):
+    """Token rows [n, width] from WORK/{stem}.u16 (.u32 past 65,536 tokens), made by `make()` and
+    written there the first time."""
+    sfx = token_suffix(vocab)
+    path = os.path.join(work, f"{stem}.{sfx}")
+    if os.path.exists(path):
+        return np.fromfile(path, dtype=TOKEN_TYPES[sfx]).reshape(-1, width)
+    rows = make()
+    rows.tofile(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return rows
+
+
+def selfgen_note(selfgen):
+    """The manifests' training-data line."""
+    if not selfgen:
+        return "corpus windows"
+    return (f"half corpus windows, half {selfgen} self-generated sequences ({SELFGEN_PREFIX}-token corpus prefix + "
+            f"{SELFGEN_NEW} greedy target tokens)")
 
 
 def soft_ce(logits, teacher_p):
     return -(teacher_p * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
-def distill(logits, teacher_p):
-    """Soft cross-entropy against the teacher, and top-1 / top-5 agreement with its argmax."""
+def distill(logits, teacher, with_loss=True):
+    """Soft cross-entropy against the teacher's probabilities (None when not with_loss: then
+    `teacher` may be its logits), and top-1 / top-5 agreement with its argmax."""
     with torch.no_grad():
-        want = teacher_p.argmax(-1)
+        want = teacher.argmax(-1)
         top = logits.topk(5, dim=-1).indices
         acc1 = (top[..., 0] == want).float().mean().item()
         acc5 = (top == want.unsqueeze(-1)).any(-1).float().mean().item()
-    return soft_ce(logits, teacher_p), acc1, acc5
+    return soft_ce(logits, teacher) if with_loss else None, acc1, acc5
 
 
-def head_losses(kind, heads, target, x, n_heads, start=0):
-    """Per-head loss and top-1/top-5 agreement with the target's argmax, over the positions from
-    `start` on (the context before them still counts)."""
+def head_losses(kind, heads, target, x, n_heads, start=0, with_loss=True):
+    """Per-head loss (None when not with_loss: evaluation skips the softmaxes, [B, T, V] each) and
+    top-1/top-5 agreement with the target's argmax, over the positions from `start` on (the
+    context before them still counts)."""
     with torch.no_grad():
         logits, h, _, _ = target(x)
-        p = F.softmax(logits, dim=-1)              # [B, T, V]
+        p = F.softmax(logits, dim=-1) if with_loss else logits   # [B, T, V]
         emb = target.embed(x)                      # [B, T, D]
     B, T, D = h.shape
-    W = target.embed.weight
+    W = target.lm_weight
     losses, acc1, acc5 = [], [], []
     for k in range(n_heads):
         s = k + 2                                  # head k predicts t+s
@@ -216,21 +292,44 @@ def head_losses(kind, heads, target, x, n_heads, start=0):
             # path tokens x_{t+1} .. x_{t+k+1} (root first)
             path = torch.stack([emb[:, 1 + j:1 + j + n] for j in range(k + 1)], dim=-2)
             z = heads.head(k, h[:, :n], path)
-        lg = F.linear(z, W)                        # tied, frozen LM head
-        teacher = p[:, s - 1:s - 1 + n]
-        loss, a1, a5 = distill(lg[:, start:], teacher[:, start:])
+        lg = F.linear(z[:, start:], W)             # the target's frozen LM head
+        teacher = p[:, s - 1 + start:s - 1 + n]
+        loss, a1, a5 = distill(lg, teacher, with_loss)
         losses.append(loss)
         acc1.append(a1)
         acc5.append(a5)
     return losses, acc1, acc5
 
 
-def draft_vocab(train, size):
-    """The `size` most frequent corpus tokens (ascending ids): the draft vocabulary the exported
-    drafters project onto (EAGLE-3's reduced draft vocab). The LM head is most of a draft call's
-    weight bytes; 2,048 of 4,096 tokens cover 99.3% of the target's greedy output here."""
-    cnt = np.bincount(train, minlength=4096)
-    return torch.from_numpy(np.sort(np.argsort(-cnt, kind="stable")[:size])).long()
+def draft_vocab(train, vocab, size=None):
+    """The draft vocabulary the exported drafters project onto (EAGLE-3's reduced draft vocab): the
+    `size` most frequent training tokens, ascending ids. The LM head is most of a draft call's
+    weight bytes (specserve-tiny: 2,048 of 4,096 tokens cover 99.3% of the target's greedy output).
+    size None: the fewest tokens covering DRAFT_VOCAB_COVERAGE of the training tokens, rounded up
+    to a multiple of DRAFT_VOCAB_MULTIPLE (matrix shapes), never more than the vocabulary.
+    Returns (ids LongTensor, the record the manifests keep of it)."""
+    cnt = np.bincount(train, minlength=vocab)
+    order = np.argsort(-cnt, kind="stable")
+    covered = np.cumsum(cnt[order]) / max(1, train.size)
+    if size is None:
+        need = int(np.searchsorted(covered, DRAFT_VOCAB_COVERAGE)) + 1
+        size = min(vocab, -(-need // DRAFT_VOCAB_MULTIPLE) * DRAFT_VOCAB_MULTIPLE)
+        chosen = (f"default: the {need} most frequent training tokens cover {DRAFT_VOCAB_COVERAGE:.1%} of the training "
+                  f"tokens, rounded up to a multiple of {DRAFT_VOCAB_MULTIPLE} (at most the vocabulary)")
+    elif not 1 <= size <= vocab:
+        sys.exit(f"--draft-vocab {size}: expected 1 .. {vocab} (the model's vocabulary)")
+    else:
+        chosen = f"--draft-vocab {size}"
+    ids = torch.from_numpy(np.sort(order[:size])).long()
+    record = {"size": int(size), "tokens": "the most frequent training tokens", "chosen": chosen,
+              "train_coverage": round(float(covered[size - 1]), 4)}
+    return ids, record
+
+
+def draft_vocab_record(record, ids, generated):
+    """The manifest's draft_vocab entry: `record` plus the share of the target's held-out greedy
+    tokens (`generated`, any int array) inside the draft vocabulary."""
+    return {**record, "heldout_greedy_coverage": round(float(np.isin(np.asarray(generated), ids.numpy()).mean()), 4)}
 
 
 class DraftLMHead(nn.Module):
@@ -263,10 +362,10 @@ class MedusaExport(nn.Module):
 class HydraHeadExport(nn.Module):
     """One graph per head index (exported separately: the input width depends on the head)."""
 
-    def __init__(self, heads, i, W, vocab):
+    def __init__(self, heads, i, E, W, vocab):
         super().__init__()
         self.heads, self.i = heads, i
-        self.W = nn.Parameter(W.clone(), requires_grad=False)
+        self.W = nn.Parameter(E.clone(), requires_grad=False)
         self.lm = DraftLMHead(W, vocab)
 
     def forward(self, hidden, path_ids):           # [N, D], [N, i+1]
@@ -299,6 +398,7 @@ def share_embedding(path, W, name="W"):
 
 
 def export_medusa(heads, W, vocab, path):
+    """W: the LM head [V, D]."""
     D = W.shape[1]
     torch.onnx.export(MedusaExport(heads, W, vocab), (torch.randn(2, D),), path, input_names=["hidden"],
                       output_names=["topk_ids", "topk_logprobs"], opset_version=17,
@@ -306,42 +406,44 @@ def export_medusa(heads, W, vocab, path):
     quantize_graph(path)
 
 
-def export_hydra(heads, W, vocab, n_heads, out_dir):
+def export_hydra(heads, E, W, vocab, n_heads, out_dir):
+    """E: the embedding (path tokens), W: the LM head, both [V, D] (the same matrix when tied)."""
     D = W.shape[1]
     files = []
     for i in range(n_heads):
         path = os.path.join(out_dir, f"hydra_head{i}.onnx")
-        torch.onnx.export(HydraHeadExport(heads, i, W, vocab), (torch.randn(2, D), torch.zeros(2, i + 1, dtype=torch.int64)), path,
+        torch.onnx.export(HydraHeadExport(heads, i, E, W, vocab), (torch.randn(2, D), torch.zeros(2, i + 1, dtype=torch.int64)), path,
                           input_names=["hidden", "path_ids"], output_names=["topk_ids", "topk_logprobs"], opset_version=17,
                           dynamic_axes={"hidden": {0: "n"}, "path_ids": {0: "n"}, "topk_ids": {0: "n"}, "topk_logprobs": {0: "n"}})
-        share_embedding(path, W)
+        share_embedding(path, E)
         quantize_graph(path)
         files.append(os.path.basename(path))
     return files
 
 
-def main():
-    ap = drafter_args(argparse.ArgumentParser(), steps=400, seq=256, batch=16, lr=1e-3, seed=4321, threads=2)
+def parser():
+    """The command line, with this script's defaults (train_drafters.py reads them too)."""
+    ap = drafter_args(argparse.ArgumentParser(), steps=400, seq=256, batch=16, lr=1e-3, seed=4321)
     ap.add_argument("--kind", choices=["medusa", "hydra"], required=True)
     ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--selfgen", type=int, default=256,
-                    help="self-generated sequences (96-token corpus prefix + 160 greedy target tokens) making up half of "
-                         "every batch, as Chimera trains; 0 = corpus windows only")
-    ap.add_argument("--draft-vocab", type=int, default=2048, help="draft vocabulary of the exported graphs: the most frequent corpus tokens")
-    a = ap.parse_args()
+    return ap
+
+
+def main(argv=None):
+    a = parser().parse_args(argv)
     target, cfg, train, valid = drafter_setup(a)
+    dev = device_of(target)
     gen = selfgen_sequences(a.work, target, train, a.selfgen, a.kind) if a.selfgen else None
-    if gen is not None:
-        assert gen.shape[1] >= a.seq, "self-generated sequences are shorter than --seq"
     D = cfg.d_model
-    heads = MedusaHeads(D, a.heads) if a.kind == "medusa" else HydraHeads(D, a.heads)
+    heads = (MedusaHeads(D, a.heads) if a.kind == "medusa" else HydraHeads(D, a.heads)).to(dev)
     opt = torch.optim.AdamW(heads.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     n_params = sum(p.numel() for p in heads.parameters())
-    print(f"[{a.kind}] {a.heads} heads, {n_params / 1e6:.3f} M parameters (+ the target's tied LM head), {a.steps} steps", flush=True)
+    print(f"[{a.kind}] {a.heads} heads, {n_params / 1e6:.3f} M parameters (+ the target's LM head), {a.steps} steps of "
+          f"{a.batch}x{a.seq} tokens on {dev}", flush=True)
     weights = [0.8 ** k for k in range(a.heads)]
 
     def train_step(step):
-        x = mixed_batch(train, gen, step, a.seed, a.batch, a.seq)
+        x = mixed_batch(train, gen, step, a.seed, a.batch, a.seq, dev)
         losses, acc1, _ = head_losses(a.kind, heads, target, x, a.heads)
         loss = sum(w * l for w, l in zip(weights, losses))
         return loss, {"acc1": [round(v, 3) for v in acc1]}, f"top1 {' '.join(f'{v:.2f}' for v in acc1)}"
@@ -354,40 +456,39 @@ def main():
     acc1s, acc5s = np.zeros(a.heads), np.zeros(a.heads)
     n = 0
     with torch.no_grad():
-        for i in range(0, min(valid.size - a.seq - 1, 40 * a.seq), a.seq):
-            x = torch.from_numpy(valid[i:i + a.seq].astype(np.int64)).unsqueeze(0)
-            _, a1, a5 = head_losses(a.kind, heads, target, x, a.heads)
+        for x in heldout_windows(valid, a.seq, dev):
+            _, a1, a5 = head_losses(a.kind, heads, target, x, a.heads, with_loss=False)
             acc1s += np.array(a1)
             acc5s += np.array(a5)
             n += 1
     acc1s, acc5s = acc1s / n, acc5s / n
     # the same agreement on text like decoding sees: held-out prefixes, then the target's own
-    # greedy continuation (positions inside the 160 generated tokens)
+    # greedy continuation (positions inside the generated tokens)
     with torch.no_grad():
-        vgen = torch.from_numpy(greedy_continuations(target, valid, 16, 96, 160, SELFGEN_SEED + 1).astype(np.int64))
-        _, g1, _ = head_losses(a.kind, heads, target, vgen, a.heads, start=95)
+        vgen, prefix = heldout_continuations(a.work, target, valid, a.heldout_prompts)
+        g1 = mean_over_batches(lambda x: head_losses(a.kind, heads, target, x, a.heads, start=prefix - 1, with_loss=False)[1], vgen)
     out_dir = os.path.join(a.model_dir, "heads")
     os.makedirs(out_dir, exist_ok=True)
-    W = target.embed.weight.detach()
-    vocab = draft_vocab(train, a.draft_vocab)
+    target.cpu()
+    heads.cpu()
+    E, W = target.embed.weight.detach(), target.lm_weight.detach()
+    vocab, vocab_record = draft_vocab(train, cfg.vocab, a.draft_vocab)
     if a.kind == "medusa":
         export_medusa(heads, W, vocab, os.path.join(out_dir, "medusa.onnx"))
         files = ["medusa.onnx"]
     else:
-        files = export_hydra(heads, W, vocab, a.heads, out_dir) + [EMBED_FILE]
+        files = export_hydra(heads, E, W, vocab, a.heads, out_dir) + [EMBED_FILE]
     manifest = {
         "kind": a.kind, "heads": a.heads, "topk": TOPK, "hidden": "last (post-final-norm)", "hidden_size": D,
         "files": {f: os.path.getsize(os.path.join(out_dir, f)) for f in files},
-        "parameters": int(n_params), "lm_head": "tied to the target embedding (frozen)",
-        "draft_vocab": {"size": a.draft_vocab, "tokens": "the most frequent corpus tokens",
-                        "heldout_greedy_coverage": round(float(np.isin(vgen[:, 96:].numpy(), vocab.numpy()).mean()), 4)},
+        "parameters": int(n_params), "lm_head": lm_head_note(cfg),
+        "draft_vocab": draft_vocab_record(vocab_record, vocab, vgen[:, prefix:].cpu()),
         "weights": QUANT_DESCRIPTION,
         "heldout_note": "accuracies of the trained fp32 heads over the full vocabulary; the exported graphs' (draft "
                         "vocabulary, int8) show in the bench's acceptance lengths",
         "training": {"steps": step, "seq": a.seq, "batch": a.batch, "lr": a.lr, "minutes": round(elapsed / 60, 1),
                      "labels": "self-distillation: target softmax at the matching position",
-                     "data": (f"half corpus windows, half {a.selfgen} self-generated sequences (96-token corpus prefix + "
-                              "160 greedy target tokens)") if a.selfgen else "corpus windows"},
+                     "data": selfgen_note(a.selfgen)},
         "heldout_top1": [round(float(v), 4) for v in acc1s], "heldout_top5": [round(float(v), 4) for v in acc5s],
         "heldout_greedy_top1": [round(float(v), 4) for v in g1],
         "offsets": [f"t+{k + 2}" for k in range(a.heads)],

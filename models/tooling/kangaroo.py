@@ -3,17 +3,20 @@ self-distillation on the frozen target, exported with the split target graphs it
 verifies with.
 
 usage: /usr/bin/python3 models/tooling/kangaroo.py WORK_DIR MODEL_DIR [--steps N] [--seq 256]
-       [--batch 8] [--selfgen 256] [--threads 2]
+       [--batch 8] [--selfgen 256] [--draft-vocab N] [--threads N]
+then:  /usr/bin/python3 models/tooling/write_graphs.py MODEL_DIR --kangaroo-only   (the split graphs)
 
+The target is MODEL_DIR's (target.py); WORK_DIR holds the token splits, checkpoint and log (heads.py).
 The drafter is the target's own first `l` layers (l = the exported model's `shallow_layers` in
 MODEL_DIR/config.json, after which decoder_spec.onnx gives `hidden_shallow`: 1 here) plus an
-adapter: x + Attention(RMSNorm(x)), then a final RMSNorm, then the target's frozen tied LM head.
+adapter: x + Attention(RMSNorm(x)), then a final RMSNorm, then the target's frozen LM head. The
+adapter's attention has the target's shape (heads, KV heads, head_dim, RoPE frequencies).
 The adapter maps the layer-l residual state to the final one at the SAME position; its label is the
 target's softmax at that position (soft cross-entropy, as the reference trains it). The final norm
 starts from the target's final norm and the attention output projection from zero, so training
 starts at plain early exit (layer l -> final norm -> LM head) and only improves on it.
 
-Exports (MODEL_DIR/kangaroo/; the embedding / LM head is stored once, as external data embed.f32):
+Exports (MODEL_DIR/kangaroo/; the embedding is stored once, as external data embed.f32):
   draft.onnx    one drafting step for new tokens after a cached prefix:
                 input_ids [B,T], position_ids [B,T], attention_bias [B,1,T,P+T],
                 past_key_values.{0..l-1}.{key,value} [B,KV,P,hd], adapter_past.{key,value} [B,KV,P,hd]
@@ -22,12 +25,13 @@ Exports (MODEL_DIR/kangaroo/; the embedding / LM head is stored once, as externa
                 (top-1 over the --draft-vocab most frequent corpus tokens, softmax over them)
   adapter.onnx  adapter K/V for committed rows whose shallow state the engine already has:
                 hidden_shallow [B,T,D], position_ids [B,T] -> adapter_new.{key,value} [B,T,KV,hd]
-  deep.onnx     the target's layers l..L-1 + final norm + LM head, fed the shallow states:
-                hidden_shallow [B,T,D], position_ids, attention_bias,
-                past_key_values.{l..L-1}.{key,value} -> logits, hidden, new_key_values.{l..L-1}.*
   kangaroo.json manifest (files, sha256, dims, parameters, held-out agreement, training)
+write_graphs.py then adds, per weight format the folder has, deep{sfx}.onnx (the target's layers
+l..L-1 + final norm + LM head, fed the shallow states) and draft{sfx}.onnx (this draft graph with
+its shallow layers rewritten as the target's own kernels), and lists them in kangaroo.json.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -41,7 +45,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Attention, RMSNorm, causal_bias, rotate_half  # noqa: E402
 from export import sha256  # noqa: E402
-from heads import EMBED_FILE, SELFGEN_SEED, DraftLMHead, draft_vocab, drafter_args, drafter_setup, greedy_continuations, mixed_batch, selfgen_sequences, share_embedding, soft_ce  # noqa: E402
+from heads import (EMBED_FILE, DraftLMHead, device_of, draft_vocab, draft_vocab_record, drafter_args,  # noqa: E402
+                   drafter_setup, heldout_continuations, heldout_windows, lm_head_note, mean_over_batches, mixed_batch, selfgen_note,
+                   selfgen_sequences, share_embedding, soft_ce)
 from loop import train_resumable  # noqa: E402
 from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_graph  # noqa: E402
 
@@ -55,7 +61,9 @@ class Adapter(nn.Module):
     def __init__(self, c, final_norm):
         super().__init__()
         self.norm_in = RMSNorm(c.d_model, c.norm_eps)
-        self.attn = Attention(c)
+        # the target's attention shape, without the biases some targets have: the zero output
+        # projection must make the adapter start as plain early exit
+        self.attn = Attention(dataclasses.replace(c, qkv_bias=False, o_bias=False))
         for w in (self.attn.wq, self.attn.wk, self.attn.wv):
             nn.init.normal_(w.weight, std=0.02)
         nn.init.zeros_(self.attn.wo.weight)
@@ -93,7 +101,7 @@ class DraftExport(nn.Module):
         super().__init__()
         self.m, self.adapter, self.l = m, adapter, l
         # the LM head projects onto the draft vocabulary (heads.py's draft_vocab): half the bytes
-        self.lm = DraftLMHead(m.embed.weight.detach(), vocab, k=1)
+        self.lm = DraftLMHead(m.lm_weight.detach(), vocab, k=1)
 
     def forward(self, input_ids, position_ids, attention_bias, *flat):
         l = self.l
@@ -124,21 +132,6 @@ class AdapterKvExport(nn.Module):
         v = a.wv(x).view(B, T, a.kv, a.hd)
         k = k * cos + rotate_half(k) * sin
         return k, v
-
-
-class DeepExport(nn.Module):
-    def __init__(self, m, l):
-        super().__init__()
-        self.m, self.l = m, l
-
-    def forward(self, hidden_shallow, position_ids, attention_bias, *flat):
-        past = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(flat) // 2)]
-        cos, sin = self.m.rope(position_ids)
-        logits, h, new = deep_forward(self.m, self.l, hidden_shallow, cos, sin, attention_bias, past)
-        out = [logits, h]
-        for k, v in new:
-            out += [k, v]
-        return tuple(out)
 
 
 def export_all(m, adapter, l, vocab, out_dir):
@@ -183,38 +176,25 @@ def export_all(m, adapter, l, vocab, out_dir):
                       dynamic_axes={"hidden_shallow": bt, "position_ids": bt, "adapter_new.key": bt, "adapter_new.value": bt},
                       opset_version=OPSET, do_constant_folding=True)
     quantize_graph(path)  # the same int8 adapter weights as draft.onnx's (same weights, same rounding)
-
-    # deep layers
-    ins = ["hidden_shallow", "position_ids", "attention_bias"]
-    dyn = {"hidden_shallow": bt, "position_ids": bt, "attention_bias": dyn_bias, "logits": bt, "hidden": bt}
-    outs = ["logits", "hidden"]
-    for i in range(l, c.n_layers):
-        for kv in ("key", "value"):
-            ins.append(f"past_key_values.{i}.{kv}")
-            outs.append(f"new_key_values.{i}.{kv}")
-            dyn[ins[-1]], dyn[outs[-1]] = bp, bt
-    past = [torch.randn(B, KV, P, HD) for _ in range(2 * (c.n_layers - l))]
-    path = os.path.join(out_dir, "deep.onnx")
-    torch.onnx.export(DeepExport(m, l), (torch.randn(B, T, D), pos, bias, *past), path, input_names=ins, output_names=outs,
-                      dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
-    share_embedding(path, m.embed.weight.detach(), EMBED_NAME)
+    # the deep graphs are graph.py's (write_graphs.py): the target's own kernels, bit for bit
 
 
-def losses(m, adapter, l, x, start=0):
-    """Soft CE of the adapter's early exit against the target at the same position; top-1
-    agreement of early exit with and without the adapter (over the positions from `start` on)."""
+def losses(m, adapter, l, x, start=0, with_loss=True):
+    """Soft CE of the adapter's early exit against the target at the same position (None when not
+    with_loss); top-1 agreement of early exit with and without the adapter (over the positions
+    from `start` on)."""
     B, T = x.shape
     with torch.no_grad():
-        pos = torch.arange(T).unsqueeze(0).expand(B, T)
+        pos = torch.arange(T, device=x.device).unsqueeze(0).expand(B, T)
         cos, sin = m.rope(pos)
-        bias = causal_bias(T)
+        bias = causal_bias(T, device=x.device)
         logits, _h, shallow, _ = m(x)
         p = F.softmax(logits, dim=-1)
         want = logits.argmax(-1)
         plain_exit = m.lm_head(m.norm(shallow)).argmax(-1)
     z, _, _ = adapter(shallow, cos, sin, bias)
     lg = m.lm_head(z)
-    loss = soft_ce(lg, p)
+    loss = soft_ce(lg, p) if with_loss else None
     with torch.no_grad():
         q = F.softmax(lg, dim=-1)[:, start:]
         p, want, plain_exit = p[:, start:], want[:, start:], plain_exit[:, start:]
@@ -222,48 +202,54 @@ def losses(m, adapter, l, x, start=0):
         acc = (top_i == want).float().mean().item()
         base = (plain_exit == want).float().mean().item()
         overlap = torch.minimum(p, q).sum(-1).mean().item()  # the reference's acceptance proxy
-        conf = top_p.flatten().numpy()
-        hit = (top_i == want).flatten().numpy()
+        conf = top_p.flatten().cpu().numpy()
+        hit = (top_i == want).flatten().cpu().numpy()
     return loss, acc, base, overlap, conf, hit
 
 
 def check_split(m, l):
     """The split graphs' composition must equal the full target (torch side; Node checks ONNX)."""
-    torch.manual_seed(1)
-    x = torch.randint(0, m.c.vocab, (1, 24))
+    dev = device_of(m)
+    x = torch.randint(0, m.c.vocab, (1, 24), generator=torch.Generator().manual_seed(1)).to(dev)
     full, h, shallow, _ = m(x)
-    pos = torch.arange(24).unsqueeze(0)
+    pos = torch.arange(24, device=dev).unsqueeze(0)
     cos, sin = m.rope(pos)
-    s, _ = shallow_forward(m, l, x, cos, sin, causal_bias(24), None)
-    logits, _, _ = deep_forward(m, l, s, cos, sin, causal_bias(24), None)
+    bias = causal_bias(24, device=dev)
+    s, _ = shallow_forward(m, l, x, cos, sin, bias, None)
+    logits, _, _ = deep_forward(m, l, s, cos, sin, bias, None)
     err = (logits - full).abs().max().item()
     assert err < 1e-4, f"shallow+deep differs from the full target by {err}"
     return err
 
 
-def main():
-    ap = drafter_args(argparse.ArgumentParser(), steps=600, seq=256, batch=8, lr=2e-3, seed=2404, threads=2)
-    ap.add_argument("--selfgen", type=int, default=256, help="self-generated sequences (prefix 96 + 160 greedy tokens) making up "
-                    "half of every batch, as the other drafters train; 0 = corpus only")
-    ap.add_argument("--draft-vocab", type=int, default=2048, help="draft vocabulary of draft.onnx's LM head: the most frequent corpus tokens")
+def parser():
+    """The command line, with this script's defaults (train_drafters.py reads them too)."""
+    ap = drafter_args(argparse.ArgumentParser(), steps=600, seq=256, batch=8, lr=2e-3, seed=2404)
     ap.add_argument("--threshold", type=float, default=0.05,
                     help="stop-drafting confidence eta written to the manifest; this adapter's confidence is low because "
                          "the target's own distribution is flat (held-out by-confidence table), so the reference's 0.6 would "
                          "stop after one token almost always")
-    a = ap.parse_args()
+    return ap
+
+
+def main(argv=None):
+    a = parser().parse_args(argv)
     m, cfg, train, valid = drafter_setup(a)
+    dev = device_of(m)
     # the exit layer is the exported target's: the engine feeds the adapter decoder_spec.onnx's hidden_shallow
-    l = json.load(open(os.path.join(a.model_dir, "config.json")))["specserve"]["shallow_layers"]
-    m.c.shallow_layers = l
+    l = cfg.shallow_layers
+    if not 1 <= l < cfg.n_layers:
+        sys.exit(f"kangaroo: config.json's specserve.shallow_layers is {l}; the exit layer must leave layers on both sides of it")
     gen = selfgen_sequences(a.work, m, train, a.selfgen, "kangaroo") if a.selfgen else None
     print(f"[kangaroo] exit layer {l} of {cfg.n_layers}; shallow+deep == full (max |diff| {check_split(m, l):.2e})", flush=True)
-    adapter = Adapter(cfg, m.norm)
+    adapter = Adapter(cfg, m.norm).to(dev)
     opt = torch.optim.AdamW(adapter.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     n_params = sum(p.numel() for p in adapter.parameters())
-    print(f"[kangaroo] adapter {n_params / 1e6:.3f} M parameters (+ the target's tied LM head), {a.steps} steps", flush=True)
+    print(f"[kangaroo] adapter {n_params / 1e6:.3f} M parameters (+ the target's LM head), {a.steps} steps of "
+          f"{a.batch}x{a.seq} tokens on {dev}", flush=True)
 
     def train_step(step):
-        x = mixed_batch(train, gen, step, a.seed, a.batch, a.seq)
+        x = mixed_batch(train, gen, step, a.seed, a.batch, a.seq, dev)
         loss, acc, base, overlap, _, _ = losses(m, adapter, l, x)
         record = {"top1": round(acc, 4), "early_exit_top1": round(base, 4), "overlap": round(overlap, 4)}
         return loss, record, f"top1 {acc:.3f} (plain early exit {base:.3f}) overlap {overlap:.3f}"
@@ -275,9 +261,8 @@ def main():
     adapter.eval()
     accs, bases, overlaps, confs, hits = [], [], [], [], []
     with torch.no_grad():
-        for i in range(0, min(valid.size - a.seq - 1, 40 * a.seq), a.seq):
-            x = torch.from_numpy(valid[i:i + a.seq].astype(np.int64)).unsqueeze(0)
-            _, acc, base, overlap, conf, hit = losses(m, adapter, l, x)
+        for x in heldout_windows(valid, a.seq, dev):
+            _, acc, base, overlap, conf, hit = losses(m, adapter, l, x, with_loss=False)
             accs.append(acc)
             bases.append(base)
             overlaps.append(overlap)
@@ -286,8 +271,8 @@ def main():
     conf, hit = np.concatenate(confs), np.concatenate(hits)
     # on text like decoding sees: held-out prefixes, then the target's own greedy continuation
     with torch.no_grad():
-        vgen = torch.from_numpy(greedy_continuations(m, valid, 16, 96, 160, SELFGEN_SEED + 1).astype(np.int64))
-        _, greedy_acc, _, _, _, _ = losses(m, adapter, l, vgen, start=96)
+        vgen, prefix = heldout_continuations(a.work, m, valid, a.heldout_prompts)
+        greedy_acc = mean_over_batches(lambda x: losses(m, adapter, l, x, start=prefix, with_loss=False)[1], vgen)
     by_threshold = {}
     for eta in (0.2, 0.4, 0.6, 0.8):
         above = conf >= eta
@@ -296,9 +281,11 @@ def main():
                                   "top1_below": round(float(hit[~above].mean()) if (~above).any() else 0.0, 4)}
     out_dir = os.path.join(a.model_dir, "kangaroo")
     os.makedirs(out_dir, exist_ok=True)
-    vocab = draft_vocab(train, a.draft_vocab)
+    m.cpu()
+    adapter.cpu()
+    vocab, vocab_record = draft_vocab(train, cfg.vocab, a.draft_vocab)
     export_all(m, adapter, l, vocab, out_dir)
-    files = ["draft.onnx", "adapter.onnx", "deep.onnx", EMBED_FILE]
+    files = ["draft.onnx", "adapter.onnx", EMBED_FILE]
     medusa = os.path.join(a.model_dir, "heads", "medusa.json")
     medusa_params = json.load(open(medusa))["parameters"] if os.path.exists(medusa) else None
     manifest = {
@@ -307,14 +294,11 @@ def main():
         "hidden": f"residual stream after layer {l} (pre-norm)",
         "files": {f: {"bytes": os.path.getsize(os.path.join(out_dir, f)), "sha256": sha256(os.path.join(out_dir, f))} for f in files},
         "parameters": int(n_params), "medusa_parameters": medusa_params,
-        "lm_head": "tied to the target embedding (frozen); draft.onnx projects onto the draft vocabulary",
-        "draft_vocab": {"size": a.draft_vocab, "tokens": "the most frequent corpus tokens",
-                        "heldout_greedy_coverage": round(float(np.isin(vgen[:, 96:].numpy(), vocab.numpy()).mean()), 4)},
+        "lm_head": lm_head_note(cfg) + "; draft.onnx projects onto the draft vocabulary",
+        "draft_vocab": draft_vocab_record(vocab_record, vocab, vgen[:, prefix:].cpu()),
         "weights": "adapter and LM head: " + QUANT_DESCRIPTION + "; the shallow layers fp32, the target's own; held-out figures are of the fp32 adapter",
         "training": {"steps": step, "seq": a.seq, "batch": a.batch, "lr": a.lr, "minutes": round(elapsed / 60, 1),
-                     "labels": "self-distillation: target softmax at the same position",
-                     "data": (f"half corpus windows, half {a.selfgen} self-generated sequences (96-token corpus prefix + "
-                              "160 greedy target tokens)") if a.selfgen else "corpus windows"},
+                     "labels": "self-distillation: target softmax at the same position", "data": selfgen_note(a.selfgen)},
         "heldout_top1": round(float(np.mean(accs)), 4),
         "heldout_early_exit_top1": round(float(np.mean(bases)), 4),
         "heldout_greedy_top1": round(float(greedy_acc), 4),
@@ -324,6 +308,7 @@ def main():
     json.dump(manifest, open(os.path.join(out_dir, "kangaroo.json"), "w"), indent=2)
     print(f"[kangaroo] held-out top-1 {manifest['heldout_top1']} (plain early exit {manifest['heldout_early_exit_top1']}), on greedy continuations {manifest['heldout_greedy_top1']}, "
           f"overlap {manifest['heldout_overlap']}; by confidence {json.dumps(by_threshold)}", flush=True)
+    print("[kangaroo] next: write_graphs.py MODEL_DIR --kangaroo-only writes the split graphs (deep*.onnx, draft*.onnx) the engine runs", flush=True)
 
 
 if __name__ == "__main__":

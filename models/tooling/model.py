@@ -1,7 +1,9 @@
 """Llama-style decoder for the default model family (torch 1.13, ONNX-exportable).
 
 RMSNorm, rotary positions computed from explicit position ids, grouped-query attention, SwiGLU,
-embedding tied with the LM head.
+embedding tied with the LM head. The same module holds any Llama-family target a model folder has
+(target.py builds it from the folder's weights): a head_dim of its own, q/k/v biases, an untied LM
+head and rescaled RoPE frequencies are options that specserve-tiny leaves off.
 
 The forward pass used for ONNX takes
   input_ids      [B, T]            int64
@@ -18,6 +20,7 @@ and returns
 """
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -38,10 +41,17 @@ class Config:
     norm_eps: float = 1e-5
     context: int = 1024
     shallow_layers: int = 2
+    head_dim: int = 0              # 0: d_model / n_heads (specserve-tiny); config.json may set its own
+    qkv_bias: bool = False         # Qwen2 has biases on q, k and v
+    o_bias: bool = False           # Llama's attention_bias: on o_proj too
+    tied: bool = True              # LM head = the embedding table; else a separate matrix
+    # inverse RoPE frequencies when rope scaling changes them (graph.ArchConfig.rope_inv_freq);
+    # None: computed from rope_theta in float32, as the bundled target was trained
+    rope_inv_freq: Optional[Tuple[float, ...]] = None
 
-    @property
-    def head_dim(self):
-        return self.d_model // self.n_heads
+    def __post_init__(self):
+        if not self.head_dim:
+            self.head_dim = self.d_model // self.n_heads
 
     def to_dict(self):
         return asdict(self)
@@ -57,6 +67,14 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+def rope_frequencies(c):
+    """Inverse RoPE frequencies [head_dim / 2]: the config's own when rope scaling set them, else
+    from rope_theta in float32 (as the bundled target was trained)."""
+    if c.rope_inv_freq is not None:
+        return torch.tensor(c.rope_inv_freq, dtype=torch.float32)
+    return 1.0 / (c.rope_theta ** (torch.arange(0, c.head_dim, 2).float() / c.head_dim))
+
+
 def rotate_half(x):
     a, b = x.chunk(2, dim=-1)
     return torch.cat((-b, a), dim=-1)
@@ -66,10 +84,10 @@ class Attention(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.h, self.kv, self.hd = c.n_heads, c.n_kv_heads, c.head_dim
-        self.wq = nn.Linear(c.d_model, self.h * self.hd, bias=False)
-        self.wk = nn.Linear(c.d_model, self.kv * self.hd, bias=False)
-        self.wv = nn.Linear(c.d_model, self.kv * self.hd, bias=False)
-        self.wo = nn.Linear(self.h * self.hd, c.d_model, bias=False)
+        self.wq = nn.Linear(c.d_model, self.h * self.hd, bias=c.qkv_bias)
+        self.wk = nn.Linear(c.d_model, self.kv * self.hd, bias=c.qkv_bias)
+        self.wv = nn.Linear(c.d_model, self.kv * self.hd, bias=c.qkv_bias)
+        self.wo = nn.Linear(self.h * self.hd, c.d_model, bias=c.o_bias)
 
     def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
         """x [B,T,D]; cos/sin [B,T,1,hd]; bias [B,1,T,S] additive; past [B,KV,P,hd] (head-major).
@@ -128,10 +146,10 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x)), k, v
 
 
-def causal_bias(T, P=0):
+def causal_bias(T, P=0, device=None):
     """[1,1,T,P+T] additive causal mask for T new tokens after P cached ones."""
-    q = torch.arange(T).unsqueeze(1) + P
-    k = torch.arange(P + T).unsqueeze(0)
+    q = torch.arange(T, device=device).unsqueeze(1) + P
+    k = torch.arange(P + T, device=device).unsqueeze(0)
     return torch.where(k <= q, 0.0, NEG).view(1, 1, T, P + T)
 
 
@@ -142,8 +160,9 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(c.vocab, c.d_model)
         self.layers = nn.ModuleList([Block(c) for _ in range(c.n_layers)])
         self.norm = RMSNorm(c.d_model, c.norm_eps)
-        inv = 1.0 / (c.rope_theta ** (torch.arange(0, c.head_dim, 2).float() / c.head_dim))
-        self.register_buffer("inv_freq", inv, persistent=False)
+        # an untied head is a module of its own; tied, there is none (the bundled checkpoints' keys)
+        self.lm = None if c.tied else nn.Linear(c.d_model, c.vocab, bias=False)
+        self.register_buffer("inv_freq", rope_frequencies(c), persistent=False)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2 style scaled init of residual projections
             if name.endswith("wo.weight") or name.endswith("w2.weight"):
@@ -158,6 +177,12 @@ class Decoder(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n if embedding else n - self.embed.weight.numel()
 
+    @property
+    def lm_weight(self):
+        """The LM head matrix [V, D]: the embedding table when tied. Drafters project onto it; the
+        embedding itself stays the embedding (Hydra's path tokens, Chimera's trigram encoder)."""
+        return self.embed.weight if self.lm is None else self.lm.weight
+
     def rope(self, position_ids):
         freqs = position_ids.unsqueeze(-1).float() * self.inv_freq     # [B,T,hd/2]
         emb = torch.cat([freqs, freqs], dim=-1).unsqueeze(2)            # [B,T,1,hd]
@@ -166,15 +191,16 @@ class Decoder(nn.Module):
     def lm_head(self, h):
         B, T, D = h.shape
         # 2-D so the export can be re-tied to Gemm(h, E, transB=1) (see export.py)
-        return F.linear(h.reshape(B * T, D), self.embed.weight).view(B, T, self.c.vocab)
+        return F.linear(h.reshape(B * T, D), self.lm_weight).view(B, T, self.c.vocab)
 
-    def forward(self, input_ids, position_ids=None, bias=None, past=None):
-        """Returns logits, hidden (post-norm), hidden_shallow, list of (new_k, new_v)."""
+    def forward(self, input_ids, position_ids=None, bias=None, past=None, last_only=False):
+        """Returns logits, hidden (post-norm), hidden_shallow, list of (new_k, new_v). last_only:
+        logits of the last position alone ([B, 1, V]; a prompt's [B, T, V] is gigabytes at 128k tokens)."""
         B, T = input_ids.shape
         if position_ids is None:
-            position_ids = torch.arange(T).unsqueeze(0).expand(B, T)
+            position_ids = torch.arange(T, device=input_ids.device).unsqueeze(0).expand(B, T)
         if bias is None:
-            bias = causal_bias(T)
+            bias = causal_bias(T, device=input_ids.device)
         cos, sin = self.rope(position_ids)
         x = self.embed(input_ids)
         shallow = x
@@ -186,7 +212,7 @@ class Decoder(nn.Module):
             if i + 1 == self.c.shallow_layers:
                 shallow = x
         h = self.norm(x)
-        return self.lm_head(h), h, shallow, new
+        return self.lm_head(h[:, -1:] if last_only else h), h, shallow, new
 
     def loss(self, ids, targets):
         logits = self.forward(ids)[0]

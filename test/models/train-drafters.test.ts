@@ -1,0 +1,195 @@
+// `npm run train-drafters` end to end: on a copy of specserve-tiny without its drafters, a few
+// training steps of every kind on a small text (non-ASCII included) must export each drafter with
+// its manifest, the engine must find each one, and greedy decoding with each must equal plain
+// decoding; a rerun skips what is done; bad input ends in one line naming it. Then a converted
+// checkpoint of another shape (untied LM head, head_dim 24, attention biases, llama3 RoPE): the
+// torch target the drafters train against gives the float64 reference's logits, and its drafters
+// train and run; and one with 70,000 tokens gets 32-bit token files and a TRI2 trigram table.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createEngine } from '../../src/engine/index.ts';
+import { DEBIAN_PYTHON } from '../../scripts/debian-python.ts';
+import { generate, request } from '../helpers/engine.ts';
+import { pythonSkip } from '../helpers/python.ts';
+import { DEFAULT_MODEL_DIR, ROOT } from '../helpers/model.ts';
+
+const TOOLING = path.join(ROOT, 'models', 'tooling');
+const KINDS = ['medusa', 'hydra', 'kangaroo', 'chimera', 'aded'];
+const MANIFESTS: Record<string, string> = {
+  medusa: 'heads/medusa.json', hydra: 'heads/hydra.json', kangaroo: 'kangaroo/kangaroo.json', chimera: 'chimera/chimera.json', aded: 'aded/manifest.json',
+};
+// a few steps of small batches: what is tested is the pipeline, not the drafters' quality
+const QUICK = ['--steps', '12', '--seq', '64', '--batch', '4', '--selfgen', '4', '--heldout-prompts', '4'];
+const PROMPTS = ['def fibonacci(n):\n', 'Grüße aus Köln — naïve café, 日本語のテキスト:'];
+
+const skip = pythonSkip(['torch', 'numpy', 'onnx']);
+
+interface Run {
+  status: number | null;
+  out: string;
+  err: string;
+  seconds: number;
+}
+
+function trainDrafters(args: string[]): Run {
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'scripts', 'train-drafters.ts'), ...args], { cwd: ROOT, encoding: 'utf8' });
+  return { status: r.status, out: r.stdout, err: r.stderr, seconds: (Date.now() - t0) / 1000 };
+}
+
+function python(script: string, args: string[]): string {
+  const r = spawnSync(DEBIAN_PYTHON, [path.join(TOOLING, script), ...args], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${script} failed:\n${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+
+function ok(r: Run): Run {
+  assert.equal(r.status, 0, `train-drafters failed (${r.status}):\n${r.err}\n${r.out.slice(-3000)}`);
+  return r;
+}
+
+const readJson = (file: string) => JSON.parse(readFileSync(file, 'utf8'));
+
+/** Every drafter is available on `modelDir`, and greedy decoding with each equals plain decoding. */
+async function checkEngine(modelDir: string, drafters: string[], maxTokens: number): Promise<void> {
+  const engine = await createEngine({ modelDir, threads: 1, draftPolicy: 'static' });
+  try {
+    for (const name of drafters) {
+      const info = engine.drafters().find((d) => d.name === name);
+      assert.ok(info?.available, `${name} unavailable: ${info?.reason}`);
+    }
+    for (const prompt of PROMPTS) {
+      const plain = await generate(engine, request(prompt, { maxTokens }));
+      for (const drafter of drafters) {
+        const spec = await generate(engine, request(prompt, { maxTokens, speculative: { drafter, maxDraftTokens: 8 } }));
+        assert.deepEqual(spec.tokenIds, plain.tokenIds, `${drafter} diverged from plain decoding on ${JSON.stringify(prompt)}`);
+        assert.ok(drafter === 'aded' || spec.speculation!.draftTokens > 0, `${drafter} drafted nothing`);
+      }
+    }
+  } finally {
+    await engine.close();
+  }
+}
+
+let tmp = '';
+let text = '';
+before(() => {
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'specserve-train-drafters-'));
+  // the text: a folder (held-out prose, a README, non-ASCII lines, a binary file to skip) and a file
+  text = path.join(tmp, 'text');
+  mkdirSync(path.join(text, 'nested'), { recursive: true });
+  copyFileSync(path.join(DEFAULT_MODEL_DIR, 'heldout.txt'), path.join(text, 'heldout.txt'));
+  writeFileSync(path.join(text, 'nested', 'unicode.txt'), 'Grüße aus Köln — naïve café, 日本語のテキスト, ελληνικά, emoji 🚀.\n'.repeat(40));
+  writeFileSync(path.join(text, 'nested', 'blob.bin'), Buffer.from([0, 1, 2, 0xff, 0xfe, 0]));
+});
+after(() => {
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('specserve-tiny without its drafters', { skip }, () => {
+  let model = '';
+  let first: Run;
+  before(() => {
+    model = path.join(tmp, 'tiny');
+    const drafterDirs = new Set(['heads', 'kangaroo', 'chimera', 'aded'].map((d) => path.join(DEFAULT_MODEL_DIR, d)));
+    cpSync(DEFAULT_MODEL_DIR, model, { recursive: true, filter: (src) => !drafterDirs.has(src) });
+    first = trainDrafters(['--model', model, '--text', text, path.join(ROOT, 'models', 'README.md'), ...QUICK]);
+  });
+
+  test('trains and exports every kind, then prints the held-out agreement table', () => {
+    ok(first);
+    assert.match(first.out, /skipped 1 file\(s\) that are not UTF-8 text/);
+    for (const kind of ['medusa', 'hydra', 'kangaroo', 'chimera']) assert.match(first.out, new RegExp(`\\[${kind}\\] step 12/12 .*overall: ${kind} 12/12`));
+    assert.match(first.out, /held-out top-1 agreement with the target:\n {2}kind +head\/depth +held-out text +target's greedy continuations\n {2}medusa +t\+2 +\d/);
+    console.log(`# first run: ${first.seconds.toFixed(0)} s`);
+  });
+
+  test("each kind's manifest, the files it lists, its log and the draft vocabulary it chose", () => {
+    const work = path.join(model, '.train-drafters');
+    assert.ok(existsSync(path.join(work, 'train.u16')) && existsSync(path.join(work, 'valid.u16')));
+    for (const kind of KINDS) {
+      const m = readJson(path.join(model, MANIFESTS[kind]));
+      const dir = path.dirname(path.join(model, MANIFESTS[kind]));
+      const files = kind === 'aded' ? [m.file] : Object.keys(m.files);
+      for (const f of files) assert.ok(existsSync(path.join(dir, f)), `${kind}: ${f} listed but missing`);
+      if (kind === 'aded') {
+        assert.equal(m.format, 'TRI1');
+        continue;
+      }
+      assert.ok(existsSync(path.join(dir, `${kind}_log.jsonl`)), `${kind}: no training log`);
+      assert.equal(m.training.steps, 12);
+      const dv = m.draft_vocab;
+      assert.match(dv.chosen, /^default: the \d+ most frequent training tokens cover 99\.5%/);
+      assert.ok(dv.size % 64 === 0 && dv.size <= 4096 && dv.train_coverage >= 0.995, JSON.stringify(dv));
+    }
+    for (const f of ['deep.onnx', 'deep_int8.onnx', 'deep_q4.onnx', 'draft_int8.onnx', 'draft_q4.onnx'])
+      assert.ok(f in readJson(path.join(model, MANIFESTS.kangaroo)).files, `kangaroo/${f} not written in the folder's formats`);
+  });
+
+  test('the engine finds every drafter, and greedy decoding with each equals plain decoding', async () => {
+    ok(first);
+    await checkEngine(model, KINDS, 24);
+  });
+
+  test('a rerun skips the kinds already exported', () => {
+    const again = ok(trainDrafters(['--model', model, '--text', text, path.join(ROOT, 'models', 'README.md'), ...QUICK]));
+    for (const kind of KINDS) assert.match(again.out, new RegExp(`${kind}: already exported with these settings`));
+    assert.ok(again.seconds < 30, `rerun took ${again.seconds} s`);
+  });
+
+  test('bad input: one line naming it, and a non-zero exit', () => {
+    const short = path.join(tmp, 'short.txt');
+    writeFileSync(short, 'Too short to train on.\n');
+    // --kinds aded where the case is not about kinds: one that were let through would not train for minutes
+    const aded = ['--kinds', 'aded'];
+    const cases: [string[], RegExp][] = [
+      [['--model', model, '--text', path.join(tmp, 'missing.txt'), ...aded], /^train-drafters: --text .*missing\.txt: no such file or folder\n$/],
+      [['--model', tmp, '--text', text, ...aded], /^train-drafters: --model .*: no config\.json \(not a model folder\)\n$/],
+      [['--model', model, '--text', text, '--kinds', 'medusa,eagle'], /^train-drafters: --kinds medusa,eagle: expected some of/],
+      [['--model', model, '--text', path.join(text, 'nested', 'blob.bin'), ...aded], /^train-drafters: --text .*blob\.bin: not UTF-8 text\n$/],
+      [['--model', model, '--text', short, ...aded], /^train-drafters: --text .*short\.txt: \d+ tokens in all; at least 1024 are needed\n$/],
+      [['--model', model, '--text', text, '--steps', '0', ...aded], /error: option '--steps <n>' argument '0' is invalid/],
+    ];
+    for (const [args, want] of cases) {
+      const r = trainDrafters(args);
+      assert.notEqual(r.status, 0, args.join(' '));
+      assert.match(r.err, want);
+    }
+  });
+});
+
+describe('a converted checkpoint of another shape', { skip }, () => {
+  test('untied head, head_dim 24, attention biases, llama3 RoPE: the torch target, training, the engine', async () => {
+    const ckpt = path.join(tmp, 'shape-hf');
+    const model = path.join(tmp, 'shape');
+    python('checkpoint.py', [ckpt, '--layers', '3', '--hidden', '64', '--heads', '4', '--kv-heads', '2', '--head-dim', '24',
+      '--attention-bias', '--rope-scaling', 'llama3', '--context', '512']);
+    python('convert.py', ['--from', ckpt, '--to', model, '--dtype', 'fp32,int8']);
+    // the target the drafters distil is the checkpoint's: transformers' forward in float64
+    const ids = JSON.stringify([1, 500, 77, 3000, 12, 9, 4095, 1024, 5, 6, 7, 8]);
+    python('hf_reference.py', [ckpt, '--ids', ids, '--out', path.join(tmp, 'shape-ref.json')]);
+    assert.match(python('target.py', [model, '--reference', path.join(tmp, 'shape-ref.json')]), /untied LM head\n.*max \|diff\|/);
+    ok(trainDrafters(['--model', model, '--text', text, ...QUICK, '--steps', '4']));
+    const medusa = readJson(path.join(model, MANIFESTS.medusa));
+    assert.equal(medusa.hidden_size, 64);
+    assert.match(medusa.lm_head, /lm_head\.weight/);
+    assert.equal(readJson(path.join(model, MANIFESTS.kangaroo)).head_dim, 24);
+    await checkEngine(model, KINDS, 12);
+  });
+
+  test('70,000 tokens: 32-bit token files and a TRI2 trigram table the engine reads', async () => {
+    const ckpt = path.join(tmp, 'wide-hf');
+    const model = path.join(tmp, 'wide');
+    python('checkpoint.py', [ckpt, '--vocab', '70000', '--layers', '2', '--hidden', '32', '--heads', '2', '--kv-heads', '1', '--intermediate', '64']);
+    python('convert.py', ['--from', ckpt, '--to', model, '--dtype', 'int8']);
+    ok(trainDrafters(['--model', model, '--text', text, '--kinds', 'aded']));
+    const work = path.join(model, '.train-drafters');
+    assert.deepEqual(readdirSync(work).filter((f) => /^(train|valid)\.u/.test(f)).sort(), ['train.u32', 'valid.u32']);
+    assert.equal(readJson(path.join(model, MANIFESTS.aded)).format, 'TRI2');
+    await checkEngine(model, ['aded'], 12);
+  });
+});
