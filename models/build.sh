@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Rebuilds the default model family from Debian-packaged text, reproducibly:
-#   corpus + BPE tokenizer -> target training (resumable) -> target graphs (fp32, int8, int4) -> ADED trigram prior
-#   -> Node-side checks -> Medusa and Hydra heads -> Kangaroo adapter and split graphs -> Chimera
-#   -> latency measurements.
+#   corpus + BPE tokenizer -> target training (resumable) -> Hugging Face checkpoint -> npm run convert
+#   (fp32, int8, int4 graphs) -> reference outputs, LANTERN, held-out text -> Node-side checks
+#   -> Medusa and Hydra heads, Kangaroo adapter and split graphs, Chimera, ADED prior
+#   (train_drafters.py) -> latency measurements.
 # usage: npm run models:build   (or: bash models/build.sh [--steps N] [--head-steps N] [--kangaroo-steps N])
 # Work files (token arrays, checkpoint, logs) go to models/.work/ (git-ignored); rerunning resumes.
 set -euo pipefail
@@ -41,25 +42,24 @@ else
   echo "[build] corpus and tokenizer already prepared ($WORK/train.u16)"
 fi
 $PY models/tooling/train.py "$WORK" --steps "$STEPS" --seq 1024 --batch 4 --lr 2e-3
+# from here on, the path any user's checkpoint takes: a Hugging Face checkpoint, npm run convert,
+# then the drafters (train_drafters.py, which npm run train-drafters runs after tokenizing the
+# user's text; here the token files are prepare.py's)
+$PY models/tooling/export.py "$WORK" "$WORK/hf" --tokenizer-from "$OUT"
 # hidden_shallow after block 1: Kangaroo's exit layer (an adapter on layer 1 agreed with the target as
 # often as one on layer 2 at equal training, for half the drafting cost; models/README.md)
-$PY models/tooling/export.py "$WORK" "$OUT" --shallow-layers 1
-$PY models/tooling/write_graphs.py "$OUT"    # the 8- and 4-bit target graphs
-$PY models/tooling/trigram.py "$WORK" "$OUT"
+node --import tsx scripts/convert.ts --from "$WORK/hf" --to "$OUT" --dtype fp32,int8,int4 --shallow-layers 1 --force
+$PY models/tooling/tiny_files.py "$WORK" "$OUT"   # reference.json, LANTERN's neighbours, heldout.txt
 cp "$WORK/train_log.jsonl" "$OUT/train_log.jsonl"
 cp "$WORK/corpus.json" "$OUT/corpus.json"
 node --import tsx models/tooling/check.ts "$OUT"
-# draft heads (self-distilled on the frozen target), then this machine's latency figures
-# the drafter scripts' defaults follow the model now (draft vocabulary from the text, Chimera's MLP
-# from the target's, every core); specserve-tiny's drafters were built with these
-$PY models/tooling/heads.py "$WORK" "$OUT" --kind medusa --steps "$HEAD_STEPS" --draft-vocab 2048
-$PY models/tooling/heads.py "$WORK" "$OUT" --kind hydra --steps "$HEAD_STEPS" --draft-vocab 2048
-cp "$WORK/medusa_log.jsonl" "$OUT/heads/medusa_log.jsonl"
-cp "$WORK/hydra_log.jsonl" "$OUT/heads/hydra_log.jsonl"
-$PY models/tooling/kangaroo.py "$WORK" "$OUT" --steps "$KANGAROO_STEPS" --threads 2 --draft-vocab 2048
-$PY models/tooling/write_graphs.py "$OUT"    # Kangaroo's split graphs as the target's own kernels, every dtype
-$PY models/tooling/chimera.py "$WORK" "$OUT" --draft-vocab 2048 --ffn 512 --threads 1
-cp "$WORK/chimera_log.jsonl" "$OUT/chimera/chimera_log.jsonl"
-cp "$WORK/kangaroo_log.jsonl" "$OUT/kangaroo/kangaroo_log.jsonl"
+# draft heads (self-distilled on the frozen target). The scripts' defaults follow the model (draft
+# vocabulary from the text, Chimera's MLP from the target's, every core); specserve-tiny's drafters
+# were built with these.
+DRAFTERS=($PY models/tooling/train_drafters.py "$OUT" --work "$WORK" --draft-vocab 2048)
+"${DRAFTERS[@]}" --kinds medusa,hydra --steps "$HEAD_STEPS"
+"${DRAFTERS[@]}" --kinds kangaroo --steps "$KANGAROO_STEPS" --threads 2
+"${DRAFTERS[@]}" --kinds chimera --chimera-ffn 512 --threads 1
+"${DRAFTERS[@]}" --kinds aded
 node --import tsx models/tooling/measure.ts "$OUT"
 echo "[build] done in $(( $(date +%s) - t0 ))s -> $OUT"

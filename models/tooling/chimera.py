@@ -64,7 +64,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import NEG, RMSNorm, rope_frequencies, rotate_half  # noqa: E402
 from heads import (DraftLMHead, ResBlock, device_of, distill, draft_vocab, draft_vocab_record, drafter_args, drafter_setup,  # noqa: E402
                    EMBED_FILE, heldout_continuations, heldout_windows, lm_head_note, mean_over_batches, mixed_batch, selfgen_note, selfgen_sequences)
-from export import retie_lm_head, sha256  # noqa: E402
+from graph import retie_lm_head  # noqa: E402
+from write_graphs import sha256  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_model  # noqa: E402
 

@@ -413,6 +413,24 @@ def _causal_bias(g):
                 stem="mask.bias")
 
 
+def retie_lm_head(mo, emb_name):
+    """torch stores the tied head's transpose as a second initializer: point the MatMul back at
+    the embedding with Gemm(transB=1) and drop the copy (saves vocab*d*4 bytes)."""
+    init = {i.name: i for i in mo.graph.initializer}
+    E = numpy_helper.to_array(init[emb_name])
+    fixed = 0
+    for i in list(mo.graph.initializer):
+        if i.name != emb_name and list(i.dims) == [E.shape[1], E.shape[0]] and np.array_equal(numpy_helper.to_array(i), E.T):
+            for n in mo.graph.node:
+                if n.op_type == "MatMul" and n.input[1] == i.name:
+                    n.op_type = "Gemm"
+                    n.input[1] = emb_name
+                    n.attribute.extend([helper.make_attribute("transB", 1)])
+                    fixed += 1
+            mo.graph.initializer.remove(i)
+    return fixed
+
+
 def read_weights(path, cfg: ArchConfig):
     """Hugging Face-named float32 weights from an fp32 graph this module wrote (speculative or
     standard layout): the inverse of build()'s fusing and permuting."""
@@ -465,11 +483,16 @@ def store_outside(model, name, file):
     raise KeyError(name)
 
 
+# protobuf's limit is 2 GiB; a margin for the graph itself. SPECSERVE_EXTERNAL_DATA_ABOVE lowers it
+# so that tests take the external-data path with a small model.
+EXTERNAL_DATA_ABOVE = int(os.environ.get("SPECSERVE_EXTERNAL_DATA_ABOVE", 2_000_000_000 - (1 << 20)))
+
+
 def save(model, path):
     """Writes the graph to a temporary file beside `path`, then renames it (never half a file);
     past 2 GB the weights go to an external data file `<name>.data` beside it."""
     tmp = path + ".tmp"
-    if model.ByteSize() > 2_000_000_000 - (1 << 20):
+    if model.ByteSize() > EXTERNAL_DATA_ABOVE:
         data = os.path.basename(path) + ".data"
         onnx.save(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=data, size_threshold=1024)
     else:

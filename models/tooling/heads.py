@@ -49,7 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export import retie_lm_head  # noqa: E402
+from graph import retie_lm_head  # noqa: E402
 from loop import train_resumable  # noqa: E402
 from quantize import DESCRIPTION as QUANT_DESCRIPTION, quantize_graph  # noqa: E402
 from target import load as load_target, pick_device, read_tokens, token_suffix  # noqa: E402

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Attention, RMSNorm, causal_bias, rotate_half  # noqa: E402
-from export import sha256  # noqa: E402
+from write_graphs import sha256  # noqa: E402
 from heads import (EMBED_FILE, DraftLMHead, device_of, draft_vocab, draft_vocab_record, drafter_args,  # noqa: E402
                    drafter_setup, heldout_continuations, heldout_windows, lm_head_note, mean_over_batches, mixed_batch, selfgen_note,
                    selfgen_sequences, share_embedding, soft_ce)

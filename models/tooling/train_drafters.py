@@ -3,8 +3,9 @@ heads.py, kangaroo.py (+ write_graphs.py), chimera.py and trigram.py for a model
 
 usage: /usr/bin/python3 models/tooling/train_drafters.py MODEL_DIR [--work DIR]
        [--kinds medusa,hydra,kangaroo,chimera,aded] [--steps N] [--seq N] [--batch N] [--selfgen N]
-       [--draft-vocab N] [--threads N] [--heldout-prompts N]
-(npm run train-drafters tokenizes the text into the work folder, then runs this.)
+       [--draft-vocab N] [--threads N] [--heldout-prompts N] [--chimera-ffn N]
+(npm run train-drafters tokenizes the text into the work folder, then runs this; models/build.sh
+runs it on the token files prepare.py wrote.)
 
 The work folder (default MODEL_DIR/.train-drafters/) holds the token splits train/valid .u16 (.u32
 past 65,536 tokens), each drafter's checkpoint and log, and the target's greedy continuations the
@@ -51,6 +52,8 @@ def script_args(kind, a):
         v = getattr(a, name)
         if v is not None:
             args += [f"--{name.replace('_', '-')}", str(v)]
+    if kind == "chimera" and a.chimera_ffn is not None:
+        args += ["--ffn", str(a.chimera_ffn)]
     return args
 
 
@@ -180,6 +183,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
     ap.add_argument("--heldout-prompts", type=int, default=None,
                     help="held-out prompts whose greedy continuations the agreement figures are taken on (default: the scripts' 32)")
+    ap.add_argument("--chimera-ffn", type=int, default=None, help="Chimera's MLP width (default: the target's intermediate size)")
     a = ap.parse_args()
     model_dir = os.path.abspath(a.model_dir)
     if not os.path.exists(os.path.join(model_dir, "config.json")):
@@ -189,7 +193,7 @@ def main():
     if bad or not kinds:
         sys.exit(f"train_drafters: --kinds {a.kinds!r}: expected some of {', '.join(KINDS)}")
     kinds = [k for k in KINDS if k in kinds]  # Chimera reuses heads/embed.f32; a fixed order keeps runs alike
-    for name in ("steps", "seq", "batch", "draft_vocab", "threads", "heldout_prompts"):
+    for name in ("steps", "seq", "batch", "draft_vocab", "threads", "heldout_prompts", "chimera_ffn"):
         v = getattr(a, name)
         if v is not None and v < 1:
             sys.exit(f"train_drafters: --{name.replace('_', '-')} must be at least 1, got {v}")

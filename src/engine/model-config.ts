@@ -56,7 +56,7 @@ export function loadModelConfig(dir: string, id?: string): ModelConfig {
   const spec = cfg.specserve ?? {};
   // the first exports took a token-major past ([B, P, KV, hd]), which the graph copied every step
   if (spec.speculative_onnx && spec.past_layout !== 'head-major' && existsSync(path.join(abs, spec.speculative_onnx)))
-    throw new Error(`model folder ${abs}: ${spec.speculative_onnx} takes a token-major past; re-export it with models/tooling/export.py (and kangaroo.py)`);
+    throw new Error(`model folder ${abs}: ${spec.speculative_onnx} takes a token-major past (an older export); write its graphs again: /usr/bin/python3 models/tooling/write_graphs.py ${abs} (or npm run convert from the checkpoint)`);
   const variants = findVariants(abs, spec);
   // the fp32 graph when there is one; a folder converted to 8- or 4-bit weights only has no fp32 graph
   const first = WEIGHT_DTYPES.map((d) => variants[d]).find((v) => v !== undefined);

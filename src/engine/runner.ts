@@ -118,7 +118,7 @@ export class Runner {
   ) {
     const names = session.inputNames;
     if (names.includes('attention_bias') && !names.includes('cache_position'))
-      throw new Error(`${variant.onnxPath} appends new K/V after its past (an older export); export it again with models/tooling/export.py, which writes the graphs with models/tooling/graph.py`);
+      throw new Error(`${variant.onnxPath} appends new K/V after its past (an older export); write its graphs again: /usr/bin/python3 models/tooling/write_graphs.py MODEL_DIR (or npm run convert from the checkpoint)`);
     if (names.includes('attention_bias')) this.layout = 'speculative';
     else if (names.includes('attention_mask')) this.layout = 'optimum';
     else throw new Error(`unrecognised ONNX inputs: ${names.join(', ')}`);
