@@ -5,7 +5,7 @@
 // and nothing left on disk.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -242,6 +242,37 @@ print(len(a))`;
     const want = await graphLogits(DEFAULT_MODEL_DIR, tinyCfg.specserve.speculative_onnx, ids);
     const got = await graphLogits(out, 'onnx/decoder_spec.onnx', ids);
     assert.deepEqual(got, want, 'bit-identical logits');
+  });
+
+  // A 0.5 B-parameter model is 2 GB in fp32, past protobuf's limit: its weights go to a .data file
+  // beside each graph. The threshold, lowered, sends this small model down the same path.
+  test('weights past the protobuf limit go to external data, which the engine and weights.load read', async () => {
+    const ckpt = path.join(work, 'case0-hf');
+    const out = path.join(work, 'external');
+    const r = spawnSync(PYTHON, [path.join(TOOLING, 'convert.py'), '--from', ckpt, '--to', out, '--dtype', 'fp32,int8'],
+      { encoding: 'utf8', env: { ...PY_ENV, SPECSERVE_EXTERNAL_DATA_ABOVE: '100000' } });
+    assert.equal(r.status, 0, r.stderr);
+    for (const g of ['decoder_spec.onnx', 'model.onnx', 'decoder_spec_int8.onnx']) {
+      const data = path.join(out, 'onnx', `${g}.data`);
+      assert.ok(existsSync(data), `${g}.data written`);
+      assert.ok(statSync(data).size > 10 * statSync(path.join(out, 'onnx', g)).size, `${g}'s weights are in ${g}.data`);
+    }
+    const ids = range(24).map((i) => (i * 997) % 4096);
+    const want = await graphLogits(path.join(work, 'case0'), 'onnx/decoder_spec.onnx', ids);
+    assert.deepEqual(await graphLogits(out, 'onnx/decoder_spec.onnx', ids), want, 'the same logits as the one-file graph');
+    const engine = await createEngine({ modelDir: out, threads: 1, provider: 'cpu', dtype: 'int8' });
+    try {
+      const gen = await generate(engine, request(ids, { maxTokens: 4, ignoreEos: true, speculative: { drafter: 'prompt-lookup' } }));
+      assert.equal(gen.tokenIds.length, 4);
+    } finally {
+      await engine.close();
+    }
+    const same = spawnSync(PYTHON, ['-c', `
+import sys; sys.path.insert(0, ${JSON.stringify(TOOLING)})
+import numpy as np, weights
+_, a = weights.load(sys.argv[1]); _, b = weights.load(sys.argv[2])
+assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a), 'weights differ'`, out, path.join(work, 'case0')], { encoding: 'utf8', env: PY_ENV });
+    assert.equal(same.status, 0, same.stderr);
   });
 });
 
