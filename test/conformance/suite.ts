@@ -21,6 +21,8 @@ export function drafterConformance(start: () => Promise<LocalEngine>, opts: { kv
   before(async () => {
     engine = await start();
   });
+  // plain sampling's counts, the same for every drafter's chi-square test: drawn once
+  let plainCounts: Promise<Counts> | undefined;
   after(async () => {
     await engine?.close();
   });
@@ -71,22 +73,11 @@ export function drafterConformance(start: () => Promise<LocalEngine>, opts: { kv
       test('sampling: output distribution matches plain sampling (chi-square)', { skip: saqSkip }, async () => {
         // a repetitive prompt so drafts are proposed and accepted at the sampled positions
         const prompt = '    def __init__(self, *args, **kwargs):\n        return self.data\n\n    def __init__(self, *args, **kwargs):\n        return self.data\n\n    def __init__(self';
-        const N = 500;
-        const sampling = (seed: number) => ({ temperature: 0.7, topP: 1, topK: 3, seed, presencePenalty: 0, frequencyPenalty: 0 });
-        const count = async (spec: string) => {
-          const m = new Map<string, number>();
-          let accepted = 0;
-          for (let i = 0; i < N; i++) {
-            const g = await generate(engine, request(prompt, { maxTokens: 5, ignoreEos: true, sampling: sampling(1000 + i), speculative: { drafter: spec } }));
-            const key = g.tokenIds.join(',');
-            m.set(key, (m.get(key) ?? 0) + 1);
-            accepted += g.speculation?.acceptedTokens ?? 0;
-          }
-          return { m, accepted };
-        };
-        const plain = await count('none');
+        const count = (spec: string) => sampleCounts(engine, prompt, spec);
+        plainCounts ??= count('none');
+        const plain = await plainCounts;
         const spec = await count(drafter);
-        assert.ok(spec.accepted > N / 10, `too few accepted drafts (${spec.accepted}) for the test to mean anything`);
+        assert.ok(spec.accepted > SAMPLES / 10, `too few accepted drafts (${spec.accepted}) for the test to mean anything`);
         const [stat, df] = homogeneity(plain.m, spec.m);
         const crit = chiSquareCritical(df, 1e-3);
         assert.ok(stat < crit, `chi-square ${stat.toFixed(1)} >= ${crit.toFixed(1)} (df ${df})`);
@@ -120,6 +111,29 @@ export function drafterConformance(start: () => Promise<LocalEngine>, opts: { kv
       plain.forEach((g, i) => assert.deepEqual(g.tokenIds, alone[i], `request ${i} differs from plain decoding`));
     });
   });
+}
+
+/** Seeded samples per chi-square test. */
+const SAMPLES = 500;
+
+interface Counts {
+  /** How often each 5-token continuation was sampled. */
+  m: Map<string, number>;
+  /** Draft tokens accepted over all samples. */
+  accepted: number;
+}
+
+async function sampleCounts(engine: LocalEngine, prompt: string, drafter: string): Promise<Counts> {
+  const sampling = (seed: number) => ({ temperature: 0.7, topP: 1, topK: 3, seed, presencePenalty: 0, frequencyPenalty: 0 });
+  const m = new Map<string, number>();
+  let accepted = 0;
+  for (let i = 0; i < SAMPLES; i++) {
+    const g = await generate(engine, request(prompt, { maxTokens: 5, ignoreEos: true, sampling: sampling(1000 + i), speculative: { drafter } }));
+    const key = g.tokenIds.join(',');
+    m.set(key, (m.get(key) ?? 0) + 1);
+    accepted += g.speculation?.acceptedTokens ?? 0;
+  }
+  return { m, accepted };
 }
 
 /** Two-sample chi-square test of homogeneity, pooling categories with small expected counts. */
