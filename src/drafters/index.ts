@@ -46,7 +46,7 @@ export async function createDrafter(name: DrafterName, env: DrafterEnv): Promise
     case 'hydra':
       return HydraDrafter.load(env);
     case 'kangaroo':
-      if (!env.deepVerify) throw new DrafterUnavailable(`needs its split graphs for ${env.dtype} weights (kangaroo/deep${DTYPE_SUFFIX[env.dtype]}.onnx) and the speculative ONNX layout`);
+      if (!env.deepVerify) throw new DrafterUnavailable(`needs its split graphs for ${env.dtype} weights (kangaroo/deep${DTYPE_SUFFIX[env.dtype]}.onnx) and the speculative ONNX layout (npm run train-drafters -- --kinds kangaroo writes them in the folder's weight formats)`);
       return KangarooDrafter.load(env);
     case 'chimera':
       return ChimeraDrafter.load(env);

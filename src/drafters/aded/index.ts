@@ -51,7 +51,7 @@ export class AdedDrafter implements Drafter {
 
   static load(env: { modelDir: string }): AdedDrafter {
     const file = path.join(env.modelDir, 'aded', 'trigram.bin');
-    if (!existsSync(file)) throw new DrafterUnavailable(`no trigram prior at ${file} (built by npm run models:build)`);
+    if (!existsSync(file)) throw new DrafterUnavailable(`no trigram prior at ${file} (npm run train-drafters -- --model MODEL_DIR --text ... --kinds aded)`);
     return new AdedDrafter(TrigramTable.load(file));
   }
 

@@ -81,7 +81,7 @@ export class ChimeraDrafter implements Drafter {
   static async load(env: { modelDir: string }): Promise<ChimeraDrafter> {
     const dir = path.join(env.modelDir, 'chimera');
     const file = path.join(dir, 'chimera.json');
-    if (!existsSync(file)) throw new DrafterUnavailable(`no Chimera drafter at ${file} (trained by models/tooling/chimera.py)`);
+    if (!existsSync(file)) throw new DrafterUnavailable(`no Chimera drafter at ${file} (npm run train-drafters -- --model MODEL_DIR --text ... --kinds chimera)`);
     const manifest = JSON.parse(readFileSync(file, 'utf8')) as ChimeraManifest;
     // The graphs' weights are external data: the drafter's own (chimera.bin) and the target's LM
     // head, stored once for every head graph in heads/embed.f32. onnxruntime refuses external files

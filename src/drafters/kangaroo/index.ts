@@ -105,7 +105,7 @@ export class KangarooDrafter implements Drafter {
 
   static async load(env: { modelDir: string; dtype: WeightDtype; shallowLayers?: number; contextLength?: number }): Promise<KangarooDrafter> {
     const m = loadKangarooManifest(env.modelDir);
-    if (!m) throw new DrafterUnavailable(`no Kangaroo adapter at ${path.join(env.modelDir, 'kangaroo')} (trained by models/tooling/kangaroo.py)`);
+    if (!m) throw new DrafterUnavailable(`no Kangaroo adapter at ${path.join(env.modelDir, 'kangaroo')} (npm run train-drafters -- --model MODEL_DIR --text ... --kinds kangaroo)`);
     if (env.shallowLayers !== undefined && env.shallowLayers !== m.exit_layer)
       throw new DrafterUnavailable(`adapter exits at layer ${m.exit_layer} but the model's hidden_shallow is after layer ${env.shallowLayers}`);
     const dir = path.join(env.modelDir, 'kangaroo');

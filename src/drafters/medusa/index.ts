@@ -25,7 +25,7 @@ export interface HeadsManifest {
 
 export function loadManifest(modelDir: string, kind: 'medusa' | 'hydra'): HeadsManifest {
   const file = path.join(modelDir, 'heads', `${kind}.json`);
-  if (!existsSync(file)) throw new DrafterUnavailable(`no ${kind} heads at ${file} (trained by models/tooling/heads.py)`);
+  if (!existsSync(file)) throw new DrafterUnavailable(`no ${kind} heads at ${file} (npm run train-drafters -- --model MODEL_DIR --text ... --kinds ${kind})`);
   return JSON.parse(readFileSync(file, 'utf8'));
 }
 
