@@ -1,6 +1,6 @@
 // npm run convert -- --from HF_DIR --to OUT_DIR [--dtype fp32,int8] [--shallow-layers N] [--context N] [--force]
 //
-// Turns a Hugging Face Llama / Mistral / Qwen2 checkpoint folder (config.json, safetensors,
+// Turns a Hugging Face Llama / Mistral / Qwen2 / Qwen3 checkpoint folder (config.json, safetensors,
 // tokenizer.json) into a model folder `npm start -- --model OUT_DIR` serves. The work is
 // models/tooling/convert.py's (numpy and onnx: Debian's python3-numpy and python3-onnx, installed
 // when missing and this user may); this entry checks the options and the Python, and passes
@@ -22,7 +22,7 @@ const positive = (name: string) => integerOption(name, 1);
 
 const program = new Command()
   .name('convert')
-  .description('Convert a Hugging Face Llama, Mistral or Qwen2 checkpoint folder (safetensors) into a specserve model folder')
+  .description('Convert a Hugging Face Llama, Mistral, Qwen2 or Qwen3 checkpoint folder (safetensors) into a specserve model folder')
   .requiredOption('--from <dir>', 'Hugging Face checkpoint folder: config.json, model.safetensors or its shards and index, tokenizer.json')
   .requiredOption('--to <dir>', 'model folder to write (built beside it, renamed into place)')
   .option('--dtype <list>', 'weight formats, comma-separated: fp32 (CUDA; the weights drafter training reads), int8, int4 (CPU)', 'fp32,int8')

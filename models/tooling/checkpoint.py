@@ -1,7 +1,7 @@
 """Writes Hugging Face-layout checkpoints (config.json, safetensors, tokenizer files) for tests and
 for handing specserve's own models to Hugging Face tools.
 
-usage: /usr/bin/python3 models/tooling/checkpoint.py OUT_DIR [--model-type llama|mistral|qwen2]
+usage: /usr/bin/python3 models/tooling/checkpoint.py OUT_DIR [--model-type llama|mistral|qwen2|qwen3]
            [--dtype bf16|f16|f32] [--shards N] [--hidden 64] [--layers 2] [--heads 4] [--kv-heads 2]
            [--head-dim N] [--intermediate 128] [--vocab 4160] [--tied] [--attention-bias]
            [--rope-scaling none|linear|llama3] [--original-context 64] [--context 256] [--seed 0]
@@ -30,7 +30,8 @@ import safetensors  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "models", "specserve-tiny")
 DTYPES = {"f32": ("F32", "float32"), "f16": ("F16", "float16"), "bf16": ("BF16", "bfloat16")}
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                 "qwen3": "Qwen3ForCausalLM"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 EOS = 4095  # specserve-tiny's <|endoftext|>
 
@@ -64,8 +65,8 @@ def random_weights(c, rng):
     def n(*shape, std):
         return (rng.standard_normal(shape) * std).astype(np.float32)
 
-    def norm():
-        return (1.0 + n(D, std=0.1)).astype(np.float32)
+    def norm(size=D):
+        return (1.0 + n(size, std=0.1)).astype(np.float32)
 
     # inputs of unit scale into every projection: 1.5/sqrt(fan-in) for q, k, v and gate/up gives
     # peaked attention and a working MLP; outputs at 0.5/sqrt(fan-in) keep the residual stream sane
@@ -80,7 +81,10 @@ def random_weights(c, rng):
             for proj, size in (("q", H * hd), ("k", KV * hd), ("v", KV * hd)):
                 w[f"{p}.self_attn.{proj}_proj.bias"] = n(size, std=0.1)
         w[f"{p}.self_attn.o_proj.weight"] = n(D, H * hd, std=0.5 / np.sqrt(H * hd))
-        if c.get("attention_bias") and c["model_type"] == "llama":
+        if c["model_type"] == "qwen3":  # RMSNorm over each head's q and k
+            w[f"{p}.self_attn.q_norm.weight"] = norm(hd)
+            w[f"{p}.self_attn.k_norm.weight"] = norm(hd)
+        if c.get("attention_bias") and c["model_type"] in ("llama", "qwen3"):
             w[f"{p}.self_attn.o_proj.bias"] = n(D, std=0.1)
         w[f"{p}.post_attention_layernorm.weight"] = norm()
         w[f"{p}.mlp.gate_proj.weight"] = n(F, D, std=1.5 / np.sqrt(D))
@@ -137,7 +141,7 @@ def main():
     ap.add_argument("--intermediate", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=4160, help="embedding rows; the tokenizer has 4096")
     ap.add_argument("--tied", action="store_true", help="tie_word_embeddings (no lm_head.weight)")
-    ap.add_argument("--attention-bias", action="store_true", help="llama: q/k/v/o biases")
+    ap.add_argument("--attention-bias", action="store_true", help="llama, qwen3: q/k/v/o biases")
     ap.add_argument("--rope-scaling", choices=["none", "linear", "llama3"], default="none")
     ap.add_argument("--original-context", type=int, default=64, help="llama3 scaling's original_max_position_embeddings")
     ap.add_argument("--context", type=int, default=256, help="max_position_embeddings")

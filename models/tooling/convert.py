@@ -4,7 +4,7 @@ usage: /usr/bin/python3 models/tooling/convert.py --from HF_DIR --to OUT_DIR [--
            [--shallow-layers N] [--context N] [--force]
        (or: npm run convert -- ...)
 
-HF_DIR holds config.json (model_type llama, mistral or qwen2), model.safetensors or the shards of
+HF_DIR holds config.json (model_type llama, mistral, qwen2 or qwen3), model.safetensors or the shards of
 model.safetensors.index.json (F32, F16 or BF16), tokenizer.json and, when it has them,
 tokenizer_config.json, special_tokens_map.json, generation_config.json, chat_template.jinja.
 OUT_DIR gets, per dtype (file suffix graph.SUFFIX: "", _int8, _q4):
@@ -89,6 +89,8 @@ def expected_tensors(cfg: graph.ArchConfig):
                            f"{p}.self_attn.v_proj.bias": (KV * hd,)})
         if cfg.o_bias:
             shapes[f"{p}.self_attn.o_proj.bias"] = (D,)
+        if cfg.qk_norm:
+            shapes.update({f"{p}.self_attn.q_norm.weight": (hd,), f"{p}.self_attn.k_norm.weight": (hd,)})
         shapes.update({f"{p}.mlp.gate_proj.weight": (F, D), f"{p}.mlp.up_proj.weight": (F, D),
                        f"{p}.mlp.down_proj.weight": (D, F)})
     shapes["model.norm.weight"] = (D,)

@@ -78,6 +78,7 @@ class ArchConfig:
     tied: bool = True
     qkv_bias: bool = False
     o_bias: bool = False  # Llama's attention_bias gives o_proj a bias too
+    qk_norm: bool = False  # Qwen3: RMSNorm over each head's q and k before RoPE (q_norm, k_norm)
     # inverse RoPE frequencies when rope_scaling changes them (llama3, linear); None = rope_theta's
     inv_freq: np.ndarray = field(default=None, repr=False)
 
@@ -211,6 +212,9 @@ def _layer(g, cfg, w, i, resid, delta, bias, slots, dtype, outputs):
         qkv = g.op("Add", [qkv, g.const(f"{p}.self_attn.qkv_proj.bias", b.astype(np.float32))], stem=f"{p}.self_attn.qkv_bias")
     split = g.const(f"{p}.self_attn.qkv_split", np.array([H * hd, KV * hd, KV * hd], np.int64))
     q, k, v = g.op("Split", [qkv, split], n_out=3, stem=f"{p}.self_attn.qkv_split", axis=-1)
+    if cfg.qk_norm:  # per head, so the folded order of q's heads does not matter
+        q = _head_norm(g, cfg, w, q, f"{p}.self_attn.q_norm", H)
+        k = _head_norm(g, cfg, w, k, f"{p}.self_attn.k_norm", KV)
     q = g.op("RotaryEmbedding", [q, "position_ids", "rope.cos_cache", "rope.sin_cache"], stem=f"{p}.self_attn.q_rotary",
              domain="com.microsoft", interleaved=0)
     k = g.op("RotaryEmbedding", [k, "position_ids", "rope.cos_cache", "rope.sin_cache"], stem=f"{p}.self_attn.k_rotary",
@@ -413,6 +417,15 @@ def _causal_bias(g):
                 stem="mask.bias")
 
 
+def _head_norm(g, cfg, w, x, name, heads):
+    """RMSNorm over each head_dim slice of x [B, T, heads * head_dim] with weight `name` [head_dim]."""
+    hd = cfg.head_dim
+    rows = g.op("Reshape", [x, g.const(f"{name}.split_heads", np.array([0, 0, heads, hd], np.int64))], stem=f"{name}.split_heads")
+    normed = g.op("SimplifiedLayerNormalization", [rows, g.const(f"{name}.weight", w[f"{name}.weight"].astype(np.float32))],
+                  stem=name, axis=-1, epsilon=cfg.norm_eps)
+    return g.op("Reshape", [normed, g.const(f"{name}.join_heads", np.array([0, 0, heads * hd], np.int64))], stem=f"{name}.join_heads")
+
+
 def retie_lm_head(mo, emb_name):
     """torch stores the tied head's transpose as a second initializer: point the MatMul back at
     the embedding with Gemm(transB=1) and drop the copy (saves vocab*d*4 bytes)."""
@@ -455,6 +468,9 @@ def read_weights(path, cfg: ArchConfig):
         w[f"{p}.self_attn.o_proj.weight"] = init[f"{p}.self_attn.o_proj.weight"].T[:, inverse]
         if f"{p}.self_attn.o_proj.bias" in init:
             w[f"{p}.self_attn.o_proj.bias"] = init[f"{p}.self_attn.o_proj.bias"]
+        for norm in ("q_norm", "k_norm"):
+            if f"{p}.self_attn.{norm}.weight" in init:
+                w[f"{p}.self_attn.{norm}.weight"] = init[f"{p}.self_attn.{norm}.weight"]
         gu = init[f"{p}.mlp.gate_up_proj.weight"].T
         w[f"{p}.mlp.gate_proj.weight"], w[f"{p}.mlp.up_proj.weight"] = gu[:F], gu[F:]
         w[f"{p}.mlp.down_proj.weight"] = init[f"{p}.mlp.down_proj.weight"].T

@@ -3,7 +3,7 @@
 library use: check(config, context=None) -> served context (raises ConfigError naming what is
 refused); arch_fields(config) -> the keyword arguments of graph.ArchConfig; SUPPORTED.
 
-The fields and defaults are transformers' (LlamaConfig, MistralConfig, Qwen2Config): a key a config
+The fields and defaults are transformers' (LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config): a key a config
 leaves out means what transformers would take it to mean, so a folder converts the way
 `AutoModelForCausalLM.from_pretrained` would load it. graph.ArchConfig.from_hf reads configs through
 here too, so a converted folder's graphs are rewritten (write_graphs.py) with the same RoPE and biases.
@@ -12,10 +12,9 @@ import math
 
 import numpy as np
 
-SUPPORTED = ("llama", "mistral", "qwen2")
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 # why a Llama-family type next door is refused: what its forward adds that graph.py does not write
 NOT_YET = {
-    "qwen3": "its attention normalizes q and k per head (q_norm, k_norm) before RoPE, which models/tooling/graph.py does not write",
     "gemma": "it scales the embedding by sqrt(hidden), adds 1 to every RMSNorm weight and uses GELU",
     "gemma2": "it soft-caps logits and attention scores and alternates sliding-window layers",
     "phi3": "its q/k/v and gate/up projections are fused tensors, and its RoPE may be partial or longrope",
@@ -23,7 +22,7 @@ NOT_YET = {
 }
 ROPE_TYPES = ("default", "linear", "llama3")
 LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
-# transformers' defaults for keys a config.json may leave out (the same for the three types)
+# transformers' defaults for keys a config.json may leave out (the same for the four types)
 DEFAULTS = {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
             "tie_word_embeddings": False, "hidden_act": "silu"}
 # MistralConfig's sliding_window when the key is absent (an explicit null turns it off)
@@ -85,12 +84,13 @@ def head_dim(c):
 
 
 def attention_bias(c):
-    """(q/k/v biases, o_proj bias): Qwen2 always has the first and never the second; Llama's
-    attention_bias gives all four projections a bias (LlamaAttention); Mistral has none."""
+    """(q/k/v biases, o_proj bias): Qwen2 always has the first and never the second; Llama's and
+    Qwen3's attention_bias gives all four projections a bias (LlamaAttention, Qwen3Attention);
+    Mistral has none."""
     kind = c.get("model_type")
     if kind == "qwen2":
         return True, False
-    if kind == "llama" and c.get("attention_bias"):
+    if kind in ("llama", "qwen3") and c.get("attention_bias"):
         return True, True
     return False, False
 
@@ -104,8 +104,8 @@ def sliding_layers(c):
     if kind == "mistral":
         window = c["sliding_window"] if "sliding_window" in c else MISTRAL_WINDOW
         return (list(range(layers)), window) if window is not None else ([], None)
-    if kind == "qwen2" and c.get("use_sliding_window") and c.get("sliding_window") is not None:
-        # Qwen2 layers from max_window_layers on use the window (Qwen2Config)
+    if kind in ("qwen2", "qwen3") and c.get("use_sliding_window") and c.get("sliding_window") is not None:
+        # Qwen2/Qwen3 layers from max_window_layers on use the window (Qwen2Config, Qwen3Config)
         sliding = [i for i in range(layers) if i >= c.get("max_window_layers", 28)]
         return sliding, c["sliding_window"] if sliding else None
     return [], None
@@ -157,4 +157,5 @@ def arch_fields(c, context=None):
     return dict(vocab=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_hidden_layers"], heads=heads,
                 kv_heads=c.get("num_key_value_heads") or heads, head_dim=hd, intermediate=c["intermediate_size"],
                 rope_theta=rope_settings(c)[2], norm_eps=_get(c, "rms_norm_eps"), context=served,
-                tied=bool(_get(c, "tie_word_embeddings")), qkv_bias=qkv_bias, o_bias=o_bias, inv_freq=inv_freq(c, hd))
+                tied=bool(_get(c, "tie_word_embeddings")), qkv_bias=qkv_bias, o_bias=o_bias, inv_freq=inv_freq(c, hd),
+                qk_norm=c.get("model_type") == "qwen3")

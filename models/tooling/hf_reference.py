@@ -1,5 +1,6 @@
-"""A float64 NumPy forward of a Hugging Face Llama / Mistral / Qwen2 checkpoint, written from
-transformers' modelling code (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM): the reference
+"""A float64 NumPy forward of a Hugging Face Llama / Mistral / Qwen2 / Qwen3 checkpoint, written from
+transformers' modelling code (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
+Qwen3ForCausalLM): the reference
 convert.py's graphs are tested against.
 
 usage: /usr/bin/python3 models/tooling/hf_reference.py HF_DIR --ids '[1, 2, 3]' [--generate N] [--out FILE]
@@ -63,10 +64,13 @@ class Reference:
         self.head_dim = c.get("head_dim") or c["hidden_size"] // self.heads
         self.eps = c.get("rms_norm_eps", 1e-6)
         self.inv_freq = rope_inverse_frequencies(c, self.head_dim)
-        # Qwen2Attention: q/k/v biases, o_proj none; LlamaAttention: all four when attention_bias
-        llama_bias = self.kind == "llama" and c.get("attention_bias", False)
-        self.qkv_bias = self.kind == "qwen2" or llama_bias
-        self.o_bias = llama_bias
+        # Qwen2Attention: q/k/v biases, o_proj none; LlamaAttention and Qwen3Attention: all four
+        # when attention_bias
+        own_bias = self.kind in ("llama", "qwen3") and c.get("attention_bias", False)
+        self.qkv_bias = self.kind == "qwen2" or own_bias
+        self.o_bias = own_bias
+        # Qwen3Attention: RMSNorm over each head's q and k (q_norm, k_norm) before RoPE
+        self.qk_norm = self.kind == "qwen3"
         self.tied = c.get("tie_word_embeddings", False)
         self.cache = {}
 
@@ -97,6 +101,8 @@ class Reference:
         q = self.linear(x, f"{p}.q_proj", self.qkv_bias).reshape(T, self.heads, hd).transpose(1, 0, 2)
         k = self.linear(x, f"{p}.k_proj", self.qkv_bias).reshape(T, self.kv_heads, hd).transpose(1, 0, 2)
         v = self.linear(x, f"{p}.v_proj", self.qkv_bias).reshape(T, self.kv_heads, hd).transpose(1, 0, 2)
+        if self.qk_norm:
+            q, k = self.rms_norm(q, f"{p}.q_norm.weight"), self.rms_norm(k, f"{p}.k_norm.weight")
         positions = np.arange(T)
         q, k = self.rope(q, positions), self.rope(k, positions)
         # repeat_kv: query head h reads key/value head h // (heads / kv_heads)

@@ -63,7 +63,7 @@ class Adapter(nn.Module):
         self.norm_in = RMSNorm(c.d_model, c.norm_eps)
         # the target's attention shape, without the biases some targets have: the zero output
         # projection must make the adapter start as plain early exit
-        self.attn = Attention(dataclasses.replace(c, qkv_bias=False, o_bias=False))
+        self.attn = Attention(dataclasses.replace(c, qkv_bias=False, o_bias=False, qk_norm=False))
         for w in (self.attn.wq, self.attn.wk, self.attn.wv):
             nn.init.normal_(w.weight, std=0.02)
         nn.init.zeros_(self.attn.wo.weight)

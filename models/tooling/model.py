@@ -44,6 +44,7 @@ class Config:
     head_dim: int = 0              # 0: d_model / n_heads (specserve-tiny); config.json may set its own
     qkv_bias: bool = False         # Qwen2 has biases on q, k and v
     o_bias: bool = False           # Llama's attention_bias: on o_proj too
+    qk_norm: bool = False          # Qwen3: RMSNorm over each head's q and k before RoPE
     tied: bool = True              # LM head = the embedding table; else a separate matrix
     # inverse RoPE frequencies when rope scaling changes them (graph.ArchConfig.rope_inv_freq);
     # None: computed from rope_theta in float32, as the bundled target was trained
@@ -88,6 +89,9 @@ class Attention(nn.Module):
         self.wk = nn.Linear(c.d_model, self.kv * self.hd, bias=c.qkv_bias)
         self.wv = nn.Linear(c.d_model, self.kv * self.hd, bias=c.qkv_bias)
         self.wo = nn.Linear(self.h * self.hd, c.d_model, bias=c.o_bias)
+        # modules only where the model has them: specserve-tiny's checkpoints have no such keys
+        self.q_norm = RMSNorm(self.hd, c.norm_eps) if c.qk_norm else None
+        self.k_norm = RMSNorm(self.hd, c.norm_eps) if c.qk_norm else None
 
     def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
         """x [B,T,D]; cos/sin [B,T,1,hd]; bias [B,1,T,S] additive; past [B,KV,P,hd] (head-major).
@@ -103,6 +107,8 @@ class Attention(nn.Module):
         q = self.wq(x).view(B, T, self.h, self.hd)
         k = self.wk(x).view(B, T, self.kv, self.hd)
         v = self.wv(x).view(B, T, self.kv, self.hd)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # group the query heads that share one kv head: [B, KV, g*T, hd]

@@ -27,7 +27,8 @@ from model import Config, Decoder  # noqa: E402
 # model.Decoder's names -> Hugging Face Llama's, per layer (weights and, with qkv_bias, biases)
 LAYER_NAMES = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm", "attn.wq": "self_attn.q_proj",
                "attn.wk": "self_attn.k_proj", "attn.wv": "self_attn.v_proj", "attn.wo": "self_attn.o_proj",
-               "mlp.w1": "mlp.gate_proj", "mlp.w3": "mlp.up_proj", "mlp.w2": "mlp.down_proj"}
+               "mlp.w1": "mlp.gate_proj", "mlp.w3": "mlp.up_proj", "mlp.w2": "mlp.down_proj",
+               "attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm"}
 TOP_NAMES = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight", "lm.weight": "lm_head.weight"}
 
 
@@ -52,7 +53,8 @@ def config_from_arch(arch, shallow_layers=1):
     return Config(vocab=arch.vocab, d_model=arch.hidden, n_layers=arch.layers, n_heads=arch.heads, n_kv_heads=arch.kv_heads,
                   ffn_hidden=arch.intermediate, rope_theta=arch.rope_theta, norm_eps=arch.norm_eps, context=arch.context,
                   shallow_layers=shallow_layers, head_dim=arch.head_dim, qkv_bias=arch.qkv_bias,
-                  o_bias=getattr(arch, "o_bias", False), tied=arch.tied, rope_inv_freq=inv)
+                  o_bias=getattr(arch, "o_bias", False), qk_norm=getattr(arch, "qk_norm", False), tied=arch.tied,
+                  rope_inv_freq=inv)
 
 
 @contextlib.contextmanager

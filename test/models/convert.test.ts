@@ -151,6 +151,13 @@ const CASES: Case[] = [
     dtypes: 'fp32',
     promptLength: 24,
   },
+  {
+    // Qwen3's configs set head_dim apart from hidden / heads (128 in 1024 / 16 for Qwen3-0.6B)
+    name: 'qwen3, bf16, q/k RMSNorm per head, GQA 2:1, head_dim 24 != 64/4, attention_bias, tied',
+    checkpoint: ['--model-type', 'qwen3', '--dtype', 'bf16', '--head-dim', '24', '--attention-bias', '--tied'],
+    dtypes: 'fp32,int8',
+    promptLength: 24,
+  },
 ];
 const GENERATE = 8;
 
@@ -309,8 +316,8 @@ describe('convert: refused input', { skip }, () => {
   test('unsupported model_type', () => {
     refused(altered('gemma2', (d) => editConfig(d, (c) => (c.model_type = 'gemma2'))), /model_type 'gemma2' is not supported.*supported: llama, mistral, qwen2/);
   });
-  test('qwen3 is refused by name, with what it needs', () => {
-    refused(altered('qwen3', (d) => editConfig(d, (c) => (c.model_type = 'qwen3'))), /model_type 'qwen3' is not supported: .*q_norm, k_norm/);
+  test('a Llama-family neighbour is refused by name, with what it needs', () => {
+    refused(altered('gemma', (d) => editConfig(d, (c) => (c.model_type = 'gemma'))), /model_type 'gemma' is not supported: .*sqrt\(hidden\).*\(supported: llama, mistral, qwen2, qwen3\)/);
   });
   test('unsupported rope_scaling type', () => {
     refused(altered('yarn', (d) => editConfig(d, (c) => (c.rope_scaling = { rope_type: 'yarn', factor: 4 }))), /rope_scaling type 'yarn' is not supported \(supported: default, linear, llama3\)/);

@@ -136,6 +136,18 @@ describe('a converted checkpoint of another shape', { skip }, () => {
     await checkEngine(model, KINDS, 12);
   });
 
+  test('qwen3 (q/k RMSNorm per head): the torch target, Hydra and Kangaroo train, the engine decodes losslessly', async () => {
+    const ckpt = path.join(tmp, 'qwen3-hf');
+    const model = path.join(tmp, 'qwen3');
+    python('checkpoint.py', [ckpt, '--model-type', 'qwen3', '--dtype', 'bf16', '--head-dim', '24', '--tied']);
+    python('convert.py', ['--from', ckpt, '--to', model, '--dtype', 'fp32,int8']);
+    const ids = JSON.stringify([1, 500, 77, 3000, 12, 9, 4095, 1024, 5, 6, 7, 8]);
+    python('hf_reference.py', [ckpt, '--ids', ids, '--out', path.join(tmp, 'qwen3-ref.json')]);
+    assert.match(python('target.py', [model, '--reference', path.join(tmp, 'qwen3-ref.json')]), /max \|diff\|/);
+    ok(trainDrafters(['--model', model, '--text', text, ...QUICK, '--steps', '4', '--kinds', 'hydra,kangaroo']));
+    await checkEngine(model, ['hydra', 'kangaroo'], 12);
+  });
+
   test('70,000 tokens: 32-bit token files and a TRI2 trigram table the engine reads', async () => {
     const ckpt = path.join(tmp, 'wide-hf');
     const model = path.join(tmp, 'wide');
