@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bpe  # noqa: E402
-from export import load_target  # noqa: E402
+from export import eos_id, load_target  # noqa: E402
 
 
 def main():
@@ -41,7 +41,7 @@ def main():
     # hidden_shallow where the converted graphs take it
     model.c.shallow_layers = config["specserve"]["shallow_layers"]
     tok = json.load(open(os.path.join(out, "tokenizer.json")))
-    eos = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<|endoftext|>")
+    eos = eos_id(out)
 
     # ---- torch reference for the Node-side check (prefill logits + greedy continuation) ----
     data = np.fromfile(os.path.join(work, "valid.u16"), dtype=np.uint16)
