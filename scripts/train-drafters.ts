@@ -24,7 +24,6 @@ const DRAFTER_KINDS = ['medusa', 'hydra', 'kangaroo', 'chimera', 'aded'] as cons
 /** The work folder inside the model folder, unless --work names another. */
 const DEFAULT_WORK = '.train-drafters';
 
-const whole = integerOption;
 
 const program = new Command()
   .name('train-drafters')
@@ -32,13 +31,13 @@ const program = new Command()
   .requiredOption('--model <dir>', 'model folder: config.json, tokenizer.json, onnx/ (specserve-tiny, or one npm run convert wrote)')
   .requiredOption('--text <paths...>', 'UTF-8 text files, or folders read recursively (hidden entries and non-text files skipped)')
   .option('--kinds <list>', `drafters to train, comma-separated, of ${DRAFTER_KINDS.join(', ')}`, DRAFTER_KINDS.join(','))
-  .option('--steps <n>', "training steps of every trained drafter (default: each drafter's own, see models/tooling/*.py)", whole('--steps', 1))
-  .option('--seq <n>', "tokens per training window (default: each drafter's own)", whole('--seq', 8))
-  .option('--batch <n>', "windows per training step (default: each drafter's own)", whole('--batch', 1))
-  .option('--selfgen <n>', "the target's own greedy continuations in the training mix, 0 for none (default: each drafter's own)", whole('--selfgen', 0))
-  .option('--draft-vocab <n>', 'draft vocabulary: the N most frequent training tokens (default: the fewest covering 99.5% of the training tokens, a multiple of 64)', whole('--draft-vocab', 1))
-  .option('--threads <n>', 'torch CPU threads (default: every core)', whole('--threads', 1))
-  .option('--heldout-prompts <n>', "held-out prompts whose greedy continuations the agreement table is taken on (default: the drafters' 32)", whole('--heldout-prompts', 1))
+  .option('--steps <n>', "training steps of every trained drafter (default: each drafter's own, see models/tooling/*.py)", integerOption('--steps', 1))
+  .option('--seq <n>', "tokens per training window (default: each drafter's own)", integerOption('--seq', 8))
+  .option('--batch <n>', "windows per training step (default: each drafter's own)", integerOption('--batch', 1))
+  .option('--selfgen <n>', "the target's own greedy continuations in the training mix, 0 for none (default: each drafter's own)", integerOption('--selfgen', 0))
+  .option('--draft-vocab <n>', 'draft vocabulary: the N most frequent training tokens (default: the fewest covering 99.5% of the training tokens, a multiple of 64)', integerOption('--draft-vocab', 1))
+  .option('--threads <n>', 'torch CPU threads (default: every core)', integerOption('--threads', 1))
+  .option('--heldout-prompts <n>', "held-out prompts whose greedy continuations the agreement table is taken on (default: the drafters' 32)", integerOption('--heldout-prompts', 1))
   .option('--work <dir>', `work folder: token files, checkpoints, logs (default: MODEL_DIR/${DEFAULT_WORK})`);
 
 interface Options {

@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hf_config  # noqa: E402
 import safetensors  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,7 +33,6 @@ TINY = os.path.join(ROOT, "models", "specserve-tiny")
 DTYPES = {"f32": ("F32", "float32"), "f16": ("F16", "float16"), "bf16": ("BF16", "bfloat16")}
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                  "qwen3": "Qwen3ForCausalLM"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 EOS = 4095  # specserve-tiny's <|endoftext|>
 
 
@@ -105,7 +105,7 @@ def write_checkpoint(out, config, weights, dtype, shards, tokenizer_dir, generat
         safetensors.write_sharded(out, weights, st, shards)
     else:
         safetensors.write(os.path.join(out, safetensors.SINGLE), weights, st, metadata={"format": "pt"})
-    for f in TOKENIZER_FILES:
+    for f in hf_config.TOKENIZER_FILES:
         if os.path.exists(os.path.join(tokenizer_dir, f)):
             shutil.copyfile(os.path.join(tokenizer_dir, f), os.path.join(out, f))
     for name, obj in (("config.json", config), ("generation_config.json", generation)):

@@ -38,8 +38,6 @@ import hf_config  # noqa: E402
 import safetensors  # noqa: E402
 
 DEFAULT_DTYPES = ("fp32", "int8")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "chat_template.json")
 # dtypes a Hugging Face user may ask for that graph.py does not write, and what to use instead
 NOT_WRITTEN = {
     "fp16": "fp16 graphs are not written yet (graph.py writes fp32, int8 and int4): use fp32 to serve on CUDA, int8 or int4 on CPU",
@@ -51,7 +49,8 @@ class ConvertError(ValueError):
     """Input this conversion refuses; the message names what and why."""
 
 
-EXPECTED_ERRORS = (ConvertError, hf_config.ConfigError, safetensors.SafetensorsError)
+# OSError: an unwritable --to, a full disk: one line too (the temporary folder is gone by then)
+EXPECTED_ERRORS = (ConvertError, hf_config.ConfigError, safetensors.SafetensorsError, OSError)
 
 
 @dataclass
@@ -258,7 +257,7 @@ def convert(src, out, dtypes=DEFAULT_DTYPES, shallow_layers=None, context=None, 
                 graph.save(graph.build(source.weights, cfg, layout, dtype, split=split), path)
                 log(f"[graph] {files[key]}: {os.path.getsize(path) / 1e6:.1f} MB in {time.time() - t1:.1f}s")
             variants[dtype] = {**files, "weights": graph.describe(dtype)}
-        for f in (f for f in TOKENIZER_FILES if os.path.exists(os.path.join(src, f))):
+        for f in (f for f in hf_config.TOKENIZER_FILES if os.path.exists(os.path.join(src, f))):
             shutil.copyfile(os.path.join(src, f), os.path.join(tmp, f))
         gen = generation_config(src, config)
         if gen.get("eos_token_id") is None:

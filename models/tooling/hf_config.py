@@ -13,6 +13,9 @@ import math
 import numpy as np
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
+# the files of a checkpoint folder that tokenize and template chats: carried over as they are
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "chat_template.json")
 # why a Llama-family type next door is refused: what its forward adds that graph.py does not write
 NOT_YET = {
     "gemma": "it scales the embedding by sqrt(hidden), adds 1 to every RMSNorm weight and uses GELU",

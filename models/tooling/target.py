@@ -53,7 +53,7 @@ def config_from_arch(arch, shallow_layers=1):
     return Config(vocab=arch.vocab, d_model=arch.hidden, n_layers=arch.layers, n_heads=arch.heads, n_kv_heads=arch.kv_heads,
                   ffn_hidden=arch.intermediate, rope_theta=arch.rope_theta, norm_eps=arch.norm_eps, context=arch.context,
                   shallow_layers=shallow_layers, head_dim=arch.head_dim, qkv_bias=arch.qkv_bias,
-                  o_bias=getattr(arch, "o_bias", False), qk_norm=getattr(arch, "qk_norm", False), tied=arch.tied,
+                  o_bias=arch.o_bias, qk_norm=arch.qk_norm, tied=arch.tied,
                   rope_inv_freq=inv)
 
 

@@ -31,6 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import weights  # noqa: E402
 
 KINDS = ("medusa", "hydra", "kangaroo", "chimera", "aded")
 TRAINED = ("medusa", "hydra", "kangaroo", "chimera")
@@ -197,6 +198,10 @@ def main():
         v = getattr(a, name)
         if v is not None and v < 1:
             sys.exit(f"train_drafters: --{name.replace('_', '-')} must be at least 1, got {v}")
+    try:  # every script reads the target's weights: refuse here, in one line, when they cannot
+        weights.check_source(model_dir)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"train_drafters: {err}")
     work = os.path.abspath(a.work or os.path.join(model_dir, ".train-drafters"))
     os.makedirs(work, exist_ok=True)
     tokens = token_files(work)

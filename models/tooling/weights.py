@@ -42,21 +42,34 @@ def load(model_dir):
     """(graph.ArchConfig, weights) of a model folder: from its fp32 speculative graph, else from the
     checkpoint it was converted from (see the module doc). Raises FileNotFoundError when it has
     neither, ValueError when the checkpoint is no longer the one converted."""
+    cfg, fp32, source = check_source(model_dir)
+    if fp32:
+        return cfg, graph.read_weights(fp32, cfg)
+    read = convert.read_checkpoint(source, context=cfg.context)
+    if not _same_arch(read.cfg, cfg):
+        raise ValueError(f"{source}/config.json no longer describes the model {model_dir} was converted to")
+    return cfg, read.weights
+
+
+def check_source(model_dir):
+    """What load would read, checked without reading it: (graph.ArchConfig, the fp32 graph's path
+    or None, the checkpoint folder or None). Raises as load does, so a caller that starts many
+    readers (train_drafters.py) can refuse in one line before any of them."""
     cfg = arch_config(model_dir)
     with open(os.path.join(model_dir, "config.json")) as f:
         spec = json.load(f).get("specserve") or {}
     fp32 = os.path.join(model_dir, ((spec.get("dtypes") or {}).get("fp32") or {}).get("speculative_onnx") or "onnx/decoder_spec.onnx")
     if os.path.exists(fp32):
-        return cfg, graph.read_weights(fp32, cfg)
+        return cfg, fp32, None
     source = spec.get("converted_from") or {}
     if not source.get("path"):
         raise FileNotFoundError(f"{model_dir}: no fp32 graph ({os.path.relpath(fp32, model_dir)}) to read the weights from, "
                                 "and config.json names no checkpoint it was converted from (specserve.converted_from)")
-    return cfg, _from_checkpoint(model_dir, source, cfg)
+    return cfg, None, _checked_checkpoint(model_dir, source)
 
 
-def _from_checkpoint(model_dir, source, cfg):
-    """The converted checkpoint's weights, once its files are seen to be the ones converted (same
+def _checked_checkpoint(model_dir, source):
+    """The converted checkpoint's folder, once its files are seen to be the ones converted (same
     names and sizes): int8/int4 graphs of another checkpoint would train drafters for another model."""
     folder = source["path"]
     if not os.path.isdir(folder):
@@ -68,10 +81,7 @@ def _from_checkpoint(model_dir, source, cfg):
         if found != size:
             raise ValueError(f"{model_dir} was converted from {folder}, whose {name} has changed since "
                              f"({size} bytes then, {'missing' if found is None else f'{found} bytes'} now)")
-    read = convert.read_checkpoint(folder, context=cfg.context)
-    if not _same_arch(read.cfg, cfg):
-        raise ValueError(f"{folder}/config.json no longer describes the model {model_dir} was converted to")
-    return read.weights
+    return folder
 
 
 def _same_arch(a, b):

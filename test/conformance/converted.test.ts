@@ -14,13 +14,11 @@ import { after, before, describe, test } from 'node:test';
 import { createEngine } from '../../src/engine/index.ts';
 import { DEBIAN_PYTHON } from '../../scripts/debian-python.ts';
 import { DEFAULT_MODEL_DIR, ROOT } from '../helpers/model.ts';
-import { pythonSkip } from '../helpers/python.ts';
+import { PY_ENV, pythonSkip } from '../helpers/python.ts';
 import { drafterConformance } from './suite.ts';
 
 const skip = pythonSkip(['torch', 'numpy', 'onnx']);
 const TOOLING = path.join(ROOT, 'models', 'tooling');
-// no __pycache__ left in models/tooling by a test run
-const ENV = { ...process.env, PYTHONDONTWRITEBYTECODE: '1' };
 const KINDS = ['medusa', 'hydra', 'kangaroo', 'chimera', 'aded'];
 const MANIFESTS: Record<string, string> = {
   medusa: 'heads/medusa.json', hydra: 'heads/hydra.json', kangaroo: 'kangaroo/kangaroo.json', chimera: 'chimera/chimera.json', aded: 'aded/manifest.json',
@@ -34,7 +32,7 @@ const STEPS: Record<string, number> = { medusa: 160, hydra: 40, kangaroo: 40, ch
 
 function run(what: string, command: string, args: string[]): { out: string; seconds: number } {
   const t0 = Date.now();
-  const r = spawnSync(command, args, { encoding: 'utf8', cwd: ROOT, env: ENV });
+  const r = spawnSync(command, args, { encoding: 'utf8', cwd: ROOT, env: PY_ENV });
   assert.equal(r.status, 0, `${what} failed (exit ${r.status}):\n${r.stderr}\n${r.stdout.slice(-3000)}`);
   return { out: r.stdout, seconds: (Date.now() - t0) / 1000 };
 }

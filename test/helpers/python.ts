@@ -8,3 +8,6 @@ export function pythonSkip(modules: readonly string[]): string | undefined {
   if (problem && process.env.SPECSERVE_REQUIRE_PYTHON === '1') throw new Error(`${problem}; SPECSERVE_REQUIRE_PYTHON=1`);
   return problem;
 }
+
+/** The environment tests run the tooling in: no __pycache__ left in models/tooling by a test run. */
+export const PY_ENV = { ...process.env, PYTHONDONTWRITEBYTECODE: '1' };

@@ -13,15 +13,14 @@ import { after, before, describe, test } from 'node:test';
 import { DEBIAN_PYTHON } from '../../scripts/debian-python.ts';
 import { TextCodec } from '../../src/engine/text.ts';
 import { DEFAULT_MODEL_DIR, ROOT } from '../helpers/model.ts';
-import { pythonSkip } from '../helpers/python.ts';
+import { PY_ENV, pythonSkip } from '../helpers/python.ts';
 
 const skip = pythonSkip(['torch', 'numpy', 'onnx']);
 const TOOLING = path.join(ROOT, 'models', 'tooling');
-const ENV = { ...process.env, PYTHONDONTWRITEBYTECODE: '1' };
 const GRAPHS = ['decoder_spec.onnx', 'model.onnx', 'decoder_spec_int8.onnx', 'model_int8.onnx', 'decoder_spec_q4.onnx', 'model_q4.onnx'];
 
 function run(what: string, command: string, args: string[]): string {
-  const r = spawnSync(command, args, { encoding: 'utf8', cwd: ROOT, env: ENV });
+  const r = spawnSync(command, args, { encoding: 'utf8', cwd: ROOT, env: PY_ENV });
   assert.equal(r.status, 0, `${what} failed (exit ${r.status}):\n${r.stderr || r.stdout}`);
   return r.stdout;
 }

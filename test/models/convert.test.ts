@@ -13,7 +13,7 @@ import ort from 'onnxruntime-node';
 import { createEngine } from '../../src/engine/index.ts';
 import { DEBIAN_PYTHON } from '../../scripts/debian-python.ts';
 import { generate, request } from '../helpers/engine.ts';
-import { pythonSkip } from '../helpers/python.ts';
+import { PY_ENV, pythonSkip } from '../helpers/python.ts';
 import { DEFAULT_MODEL_DIR, ROOT } from '../helpers/model.ts';
 
 const PYTHON = DEBIAN_PYTHON;
@@ -28,8 +28,6 @@ interface Run {
   stderr: string;
 }
 
-// no __pycache__ left in models/tooling by a test run
-const PY_ENV = { ...process.env, PYTHONDONTWRITEBYTECODE: '1' };
 
 function py(script: string, args: string[]): Run {
   const r = spawnSync(PYTHON, [path.join(TOOLING, script), ...args], { encoding: 'utf8', env: PY_ENV });
@@ -365,6 +363,13 @@ describe('convert: refused input', { skip }, () => {
     index.weight_map['model.norm.weight'] = 'model-00001-of-00002.safetensors';
     writeFileSync(file, JSON.stringify(index));
     refused(dir, /puts tensor model\.norm\.weight in model-00001-of-00002\.safetensors, but that file does not hold it/);
+  });
+  test('an output folder that cannot be made: one line, not a traceback', () => {
+    const file = path.join(work, 'a-file');
+    writeFileSync(file, 'not a folder');
+    const r = py('convert.py', ['--from', path.join(work, 'base-hf'), '--to', path.join(file, 'model')]);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^convert: .*a-file.*\n$/);
   });
   test('tokenizer larger than the vocabulary', () => {
     refused(altered('vocab', (d) => editConfig(d, (c) => (c.vocab_size = 4000))), /token ids up to 4095, which does not fit the embedding of vocab_size 4000/);

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { createEngine } from '../../src/engine/index.ts';
 import { DEBIAN_PYTHON } from '../../scripts/debian-python.ts';
 import { generate, request } from '../helpers/engine.ts';
-import { pythonSkip } from '../helpers/python.ts';
+import { PY_ENV, pythonSkip } from '../helpers/python.ts';
 import { DEFAULT_MODEL_DIR, ROOT } from '../helpers/model.ts';
 
 const TOOLING = path.join(ROOT, 'models', 'tooling');
@@ -35,12 +35,12 @@ interface Run {
 
 function trainDrafters(args: string[]): Run {
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'scripts', 'train-drafters.ts'), ...args], { cwd: ROOT, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'scripts', 'train-drafters.ts'), ...args], { cwd: ROOT, encoding: 'utf8', env: PY_ENV });
   return { status: r.status, out: r.stdout, err: r.stderr, seconds: (Date.now() - t0) / 1000 };
 }
 
 function python(script: string, args: string[]): string {
-  const r = spawnSync(DEBIAN_PYTHON, [path.join(TOOLING, script), ...args], { encoding: 'utf8' });
+  const r = spawnSync(DEBIAN_PYTHON, [path.join(TOOLING, script), ...args], { encoding: 'utf8', env: PY_ENV });
   assert.equal(r.status, 0, `${script} failed:\n${r.stderr || r.stdout}`);
   return r.stdout;
 }
@@ -114,6 +114,18 @@ describe('train-drafters refuses bad input', { skip }, () => {
       assert.notEqual(r.status, 0, args.join(' '));
       assert.match(r.err, want);
     }
+  });
+
+  test('an int8-only folder whose checkpoint is gone: one line before any training starts', () => {
+    const ckpt = path.join(tmp, 'gone-hf');
+    const int8 = path.join(tmp, 'gone');
+    python('checkpoint.py', [ckpt, '--layers', '2', '--hidden', '32', '--heads', '2', '--kv-heads', '1', '--intermediate', '64']);
+    python('convert.py', ['--from', ckpt, '--to', int8, '--dtype', 'int8']);
+    rmSync(ckpt, { recursive: true });
+    const r = trainDrafters(['--model', int8, '--text', text, '--kinds', 'medusa']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.err, /^train_drafters: .* was converted from .*gone-hf, which is gone; it has no fp32 graph .*\n$/);
+    assert.doesNotMatch(r.out, /\[medusa\]/, 'no training started');
   });
 });
 
