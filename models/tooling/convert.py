@@ -131,13 +131,14 @@ def check_tensors(ckpt: safetensors.Checkpoint, cfg: graph.ArchConfig):
     return notes
 
 
-def read_checkpoint(folder, context=None, log=None):
+def read_checkpoint(folder, context=None, log=None, config=None):
     """The checkpoint's weights in graph.build's form, every check done before the first tensor is
-    read. `log(line)` gets a line per tensor read."""
+    read. `log(line)` gets a line per tensor read; `config`: read_config's answer, when the caller
+    has it already."""
     folder = os.path.abspath(folder)
     if not os.path.isdir(folder):
         raise ConvertError(f"{folder} is not a folder")
-    config, cfg = read_config(folder, context)
+    config, cfg = config or read_config(folder, context)
     ckpt = safetensors.open_checkpoint(folder)
     notes = check_tensors(ckpt, cfg)
     weights = {}
@@ -244,7 +245,7 @@ def convert(src, out, dtypes=DEFAULT_DTYPES, shallow_layers=None, context=None, 
     try:
         os.makedirs(os.path.join(tmp, "onnx"))
         t0 = time.time()
-        source = read_checkpoint(src, context, log)
+        source = read_checkpoint(src, context, log, config=(config, cfg))
         for note in source.notes:
             log(f"[note] {note}")
         variants = {}

@@ -104,13 +104,24 @@ def token_suffix(vocab):
     return "u16" if vocab <= 1 << 16 else "u32"
 
 
-def read_tokens(work, split):
-    """WORK/{split}.u32 when present, else WORK/{split}.u16."""
-    for sfx, dtype in (("u32", np.uint32), ("u16", np.uint16)):
+TOKEN_DTYPES = {"u32": np.uint32, "u16": np.uint16}
+
+
+def token_path(work, split):
+    """WORK/{split}.u32 when present, else WORK/{split}.u16; None when neither is."""
+    for sfx in TOKEN_DTYPES:
         path = os.path.join(work, f"{split}.{sfx}")
         if os.path.exists(path):
-            return np.fromfile(path, dtype=dtype)
-    raise FileNotFoundError(f"no {split}.u32 or {split}.u16 token file in {work}")
+            return path
+    return None
+
+
+def read_tokens(work, split):
+    """The token ids of token_path(work, split)."""
+    path = token_path(work, split)
+    if path is None:
+        raise FileNotFoundError(f"no {split}.u32 or {split}.u16 token file in {work}")
+    return np.fromfile(path, dtype=TOKEN_DTYPES[path.rsplit(".", 1)[1]])
 
 
 def pick_device():

@@ -76,13 +76,15 @@ def file_digest(paths):
 
 
 def token_files(work):
-    """The train and valid token files (.u32 preferred, as target.read_tokens reads them)."""
+    """The train and valid token files, the ones target.read_tokens reads."""
+    from target import token_path  # torch comes with it: not imported before the cheap checks
+
     out = []
     for split in ("train", "valid"):
-        found = [os.path.join(work, f"{split}.{s}") for s in ("u32", "u16") if os.path.exists(os.path.join(work, f"{split}.{s}"))]
-        if not found:
+        found = token_path(work, split)
+        if found is None:
             sys.exit(f"train_drafters: no {split}.u16 or {split}.u32 in {work}: tokenize text first (npm run train-drafters -- --text ...)")
-        out.append(found[0])
+        out.append(found)
     return out
 
 
