@@ -6,11 +6,11 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { loadModelConfig } from '../src/engine/model-config.ts';
-import type { SeqRequest } from '../src/engine/protocol.ts';
-import { Runner } from '../src/engine/runner.ts';
-import { Scheduler } from '../src/engine/scheduler.ts';
-import { TextCodec } from '../src/engine/text.ts';
+import { loadModelConfig } from '../src/model/config.ts';
+import type { SeqRequest } from '../src/worker/protocol.ts';
+import { Runner } from '../src/worker/runner.ts';
+import { Scheduler } from '../src/worker/scheduler.ts';
+import { TextCodec } from '../src/model/text.ts';
 import { PagedKvCache } from '../src/kvcache/paged.ts';
 import { PROMPTS } from './prompts.ts';
 
@@ -42,15 +42,19 @@ let nextId = 0;
 async function run(keepBatchPast: boolean): Promise<{ tps: number; gatherShare: number }> {
   let done = 0;
   let tokens = 0;
-  const sched = new Scheduler(cfg, runner, kv, new Map(), { maxBatchSize: 64, maxQueuedRequests: 64, prefillChunk: 256, draftPolicy: 'static', keepBatchPast }, (m) => {
-    if (m.type === 'done') {
-      done++;
-      tokens += m.completionTokens;
-    }
+  const sched = new Scheduler({
+    model: cfg, target: runner, kv, drafters: new Map(),
+    options: { maxBatchSize: 64, maxQueuedRequests: 64, prefillChunk: 256, draftPolicy: 'static', keepBatchPast },
+    send: (m) => {
+      if (m.type === 'done') {
+        done++;
+        tokens += m.completionTokens;
+      }
+    },
   });
   for (let i = 0; i < o.streams; i++) {
     const req: SeqRequest = {
-      id: nextId++, promptIds: codec.encode(prompts[i % prompts.length]), maxTokens: o.tokens, minTokens: 0, ignoreEos: true,
+      id: nextId++, promptIds: codec.encode(prompts[i % prompts.length]), maxTokens: o.tokens, minTokens: 0, ignoreEos: true, stop: [],
       sampling: { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0, seed: 0 }, logprobs: null, promptLogprobs: false,
       drafter: 'none', maxDraftTokens: 0, acceptance: 'lossless', lanternK: 0, lanternDelta: 0, deadline: 0,
     };

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import { greedyRequest } from './request.ts';
 import type { TextRequest } from '../src/engine/types.ts';
+import { acceptanceRate, meanAcceptanceLength } from '../src/engine/stats.ts';
 import { CHATS, PROMPTS, type Category } from './prompts.ts';
 import { mdTable, median, writeReport, type Chart } from './report.ts';
 import { kvBench } from './kv-bench.ts';
@@ -18,8 +19,8 @@ import { describeSaq } from '../src/kvcache/paged.ts';
 import { serverThroughput } from './server-bench.ts';
 import { TransformersPeer } from './peer-transformers.ts';
 import { peerCharts, peerComparison, peerMarkdown } from './peers.ts';
-import { autoThreads } from '../src/engine/runner.ts';
-import { DTYPE_SUFFIX } from '../src/engine/model-config.ts';
+import { autoThreads } from '../src/worker/runner.ts';
+import { DTYPE_SUFFIX } from '../src/model/config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -49,7 +50,6 @@ interface Cell {
   draftSteps: number;
   draftTokens: number;
   acceptedTokens: number;
-  decodeSteps: number;
   /** Draft steps the drafter ended on low confidence (Kangaroo's second early exit). */
   earlyStops: number;
   /** Wall seconds as run (`seconds` becomes the paired estimate; this stays the raw sum). */
@@ -64,7 +64,7 @@ interface Cell {
 }
 
 const emptyCell = (): Cell => ({
-  requests: 0, tokens: 0, seconds: 0, draftSteps: 0, draftTokens: 0, acceptedTokens: 0, decodeSteps: 0, earlyStops: 0,
+  requests: 0, tokens: 0, seconds: 0, draftSteps: 0, draftTokens: 0, acceptedTokens: 0, earlyStops: 0,
   wallSeconds: 0, timedSteps: 0, draftMs: 0, forwardMs: 0, verifiedTokens: 0,
 });
 
@@ -83,11 +83,10 @@ async function timeEngine(engine: LocalEngine, req: TextRequest): Promise<Cell> 
     }
   }
   const seconds = (performance.now() - t0) / 1000;
-  const decodeSteps = spec && spec.meanAcceptanceLength ? (tokens - 1) / spec.meanAcceptanceLength : tokens - 1;
   return {
     requests: 1, tokens, seconds,
     draftSteps: spec?.draftSteps ?? 0, draftTokens: spec?.draftTokens ?? 0, acceptedTokens: spec?.acceptedTokens ?? 0,
-    decodeSteps, earlyStops: spec?.earlyStops ?? 0, ids, wallSeconds: seconds,
+    earlyStops: spec?.earlyStops ?? 0, ids, wallSeconds: seconds,
     timedSteps: timing?.decodeSteps ?? 0, draftMs: timing?.draftMs ?? 0, forwardMs: timing?.forwardMs ?? 0, verifiedTokens: timing?.verifiedTokens ?? 0,
   };
 }
@@ -99,7 +98,6 @@ function add(a: Cell, b: Cell) {
   a.draftSteps += b.draftSteps;
   a.draftTokens += b.draftTokens;
   a.acceptedTokens += b.acceptedTokens;
-  a.decodeSteps += b.decodeSteps;
   a.earlyStops += b.earlyStops;
   a.wallSeconds += b.wallSeconds;
   a.timedSteps += b.timedSteps;
@@ -222,8 +220,8 @@ async function main() {
     for (const c of [...categories, 'overall']) {
       const cell = cells.get(key(m, c))!;
       const speedup = pairedSeconds.get(key(m, c))! / cell.seconds; // same prompts, same token counts
-      const mal = cell.decodeSteps > 0 && m !== 'plain' && m !== 'transformers.js' ? (cell.tokens - cell.requests) / cell.decodeSteps : 1;
-      const rate = cell.draftTokens ? cell.acceptedTokens / cell.draftTokens : null;
+      const mal = meanAcceptanceLength(cell);
+      const rate = cell.draftTokens ? acceptanceRate(cell) : null;
       const early = cells.get(key(m, 'overall'))!.earlyStops > 0 && cell.draftSteps ? cell.earlyStops / cell.draftSteps : null;
       results[m][c] = {
         tokensPerSecond: tps(cell), speedup, meanAcceptanceLength: mal, acceptanceRate: rate, earlyStopFraction: early,

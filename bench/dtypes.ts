@@ -7,11 +7,11 @@ import { Command } from 'commander';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadModelConfig, WEIGHT_DTYPES, type ModelConfig, type WeightDtype } from '../src/engine/model-config.ts';
-import { chainInput, Runner } from '../src/engine/runner.ts';
-import { logSoftmax } from '../src/engine/sampling.ts';
+import { loadModelConfig, WEIGHT_DTYPES, type ModelConfig, type WeightDtype } from '../src/model/config.ts';
+import { chainInput, Runner } from '../src/worker/runner.ts';
+import { logSoftmax } from '../src/worker/sampling.ts';
 import { headMajor } from '../src/kvcache/paged.ts';
-import { TextCodec } from '../src/engine/text.ts';
+import { TextCodec } from '../src/model/text.ts';
 import { PROMPTS } from './prompts.ts';
 import { mdTable, median, writeReport } from './report.ts';
 

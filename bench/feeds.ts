@@ -1,7 +1,7 @@
 // Feeds for timing the model's graphs outside the engine (bench/head-cost.ts, bench/kangaroo-cost.ts),
 // shaped from the model's config.json rather than written-in dimensions.
 import ort from 'onnxruntime-node';
-import type { ModelConfig } from '../src/engine/model-config.ts';
+import type { ModelConfig } from '../src/model/config.ts';
 
 /** What a past K/V tensor's shape needs of a model. */
 type KvDims = Pick<ModelConfig, 'numKvHeads' | 'headDim'>;

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
-import { loadModelConfig } from '../src/engine/model-config.ts';
+import { loadModelConfig } from '../src/model/config.ts';
 import { stepFeeds } from './feeds.ts';
 
 const model = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'specserve-tiny');

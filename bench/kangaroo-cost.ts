@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { loadKangarooManifest } from '../src/drafters/kangaroo/index.ts';
-import { loadModelConfig } from '../src/engine/model-config.ts';
+import { loadModelConfig } from '../src/model/config.ts';
 import { pastFeeds, pastTensor, rowFeeds, stepFeeds } from './feeds.ts';
 
 const dir = process.argv[2] ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'specserve-tiny');

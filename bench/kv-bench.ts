@@ -16,8 +16,8 @@ import path from 'node:path';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import { greedyRequest } from './request.ts';
 import { PagedKvCache, SAQ_DEFAULTS } from '../src/kvcache/paged.ts';
-import { loadModelConfig, type ModelConfig } from '../src/engine/model-config.ts';
-import { chainInput, Runner } from '../src/engine/runner.ts';
+import { loadModelConfig, type ModelConfig } from '../src/model/config.ts';
+import { chainInput, Runner } from '../src/worker/runner.ts';
 
 
 /** One greedy request: its ids, its seconds, and the seconds after its first token (decoding). */

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
-import { loadModelConfig, resolveVariant, type WeightDtype } from '../src/engine/model-config.ts';
+import { loadModelConfig, resolveVariant, type WeightDtype } from '../src/model/config.ts';
 import { rowFeeds, pastFeeds } from './feeds.ts';
 import { mdTable } from './report.ts';
 

@@ -1,7 +1,7 @@
 // The peer: transformers.js (@huggingface/transformers) generating greedily from the same weights in
 // the standard-layout ONNX file of the same format (onnx/model.onnx, model_int8.onnx, model_q4.onnx:
 // transformers.js's own names for its dtypes fp32, int8, q4), on onnxruntime, local files only.
-import type { WeightDtype } from '../src/engine/model-config.ts';
+import type { WeightDtype } from '../src/model/config.ts';
 import path from 'node:path';
 
 export class TransformersPeer {

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { createEngine, type LocalEngine } from '../src/engine/index.ts';
 import { greedyRequest } from './request.ts';
-import { loadModelConfig, resolveVariant, WEIGHT_DTYPES, type WeightDtype } from '../src/engine/model-config.ts';
+import { loadModelConfig, resolveVariant, WEIGHT_DTYPES, type WeightDtype } from '../src/model/config.ts';
 import { LlamaCppPeer } from './peer-llamacpp.ts';
 import { mdTable, median, type Chart } from './report.ts';
 

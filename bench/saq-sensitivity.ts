@@ -10,9 +10,9 @@
 // Use text the model was trained on (or any that is not the held-out text kv-bench measures).
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { loadModelConfig } from '../src/engine/model-config.ts';
-import { chainInput, Runner } from '../src/engine/runner.ts';
-import { TextCodec } from '../src/engine/text.ts';
+import { loadModelConfig } from '../src/model/config.ts';
+import { chainInput, Runner } from '../src/worker/runner.ts';
+import { TextCodec } from '../src/model/text.ts';
 import { headMajor, PagedKvCache, type SaqOptions } from '../src/kvcache/paged.ts';
 
 const { values: o } = parseArgs({

@@ -22,7 +22,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ORT_CUDA13 = '1.29.0';
 const PROVIDER_PACKAGE = 'com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9';
 const ORT_DIR = path.join(ROOT, 'node_modules', 'onnxruntime-node');
-// where onnxruntime-node loads providers from (src/engine/runner.ts looks for the CUDA one there)
+// where onnxruntime-node loads providers from (src/worker/runner.ts looks for the CUDA one there)
 const BIN = path.join(ORT_DIR, 'bin', 'napi-v6', 'linux', 'x64');
 const PACKAGED = path.join('package', 'Plugins', 'Linux', 'x64'); // inside the provider package
 

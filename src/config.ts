@@ -104,6 +104,9 @@ export const ConfigSchema = z
       .enum(['goodput', 'static'])
       .default(ENGINE_DEFAULTS.draftPolicy)
       .describe('Draft tokens per sequence and step: goodput (measured tokens/ms per cap and batch size; speculation off where it does not pay) or static (32 per step shared over the batch)'),
+    kangarooThreshold: numeric(z.number().gt(0).max(1))
+      .optional()
+      .describe("Kangaroo's stop threshold: drafting stops once the adapter's confidence falls below it (default: the value calibrated when the adapter was trained, kangaroo/manifest.json)"),
   })
   .strict();
 
@@ -284,6 +287,7 @@ export function toEngineOptions(config: Config): EngineOptions {
     requestTimeoutMs: config.requestTimeoutMs,
     prefillChunk: config.prefillChunk,
     draftPolicy: config.draftPolicy,
+    kangarooThreshold: config.kangarooThreshold,
     modelDir: config.model,
     modelId: config.modelId,
   };

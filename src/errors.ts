@@ -47,3 +47,11 @@ export class ApiError extends Error {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
   }
 }
+
+/** A request's drafter must be "none" or one the model lists (available or not: an unavailable
+ *  one falls back to plain decoding and says why). */
+export function assertKnownDrafter(drafter: string, known: readonly { name: string }[]): void {
+  if (drafter === 'none' || known.some((d) => d.name === drafter)) return;
+  const names = ['none', ...known.map((d) => d.name)].join(', ');
+  throw new ApiError('unknown_drafter', `Unknown drafter '${drafter}'; known: ${names}`, 'speculative.drafter');
+}

@@ -6,9 +6,9 @@
 // usage: node --import tsx models/tooling/check.ts MODEL_DIR
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { DTYPE_SUFFIX, loadModelConfig, WEIGHT_DTYPES, type ModelConfig, type WeightDtype } from '../../src/engine/model-config.ts';
-import { Runner, type ForwardOutput } from '../../src/engine/runner.ts';
-import { cacheSlots } from '../../src/engine/scheduler.ts';
+import { DTYPE_SUFFIX, loadModelConfig, WEIGHT_DTYPES, type ModelConfig, type WeightDtype } from '../../src/model/config.ts';
+import { Runner, type ForwardOutput } from '../../src/worker/runner.ts';
+import { cacheSlots } from '../../src/worker/forward/cache-slots.ts';
 import { headMajor } from '../../src/kvcache/paged.ts';
 
 const NEG = -1e9;

@@ -1,4 +1,4 @@
-"""Chimera drafter (methods.md §4), trained by self-distillation on the frozen target and exported to
+"""Chimera drafter (docs/methods.md §4), trained by self-distillation on the frozen target and exported to
 ONNX with a manifest.
 
 usage: /usr/bin/python3 models/tooling/chimera.py WORK_DIR MODEL_DIR [--steps 240] [--depths 4]

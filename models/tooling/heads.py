@@ -13,9 +13,9 @@ Self-distillation: inputs are corpus windows; the label of a head predicting the
 target's own softmax at position t+s-1 (its distribution for that token under teacher forcing), so
 the heads learn what the target would say, not what the corpus says.
 
-Medusa (methods.md §1): head k = ResBlock(h) -> LM head, predicts t+k+2 from the post-norm hidden
+Medusa (docs/methods.md §1): head k = ResBlock(h) -> LM head, predicts t+k+2 from the post-norm hidden
   state h_t alone. ResBlock: x + SiLU(W x + b), W zero-initialised.
-Hydra (methods.md §2): head i sees concat(h_t, E(x_{t+1}), ..., E(x_{t+i+1})) (E = the target's frozen
+Hydra (docs/methods.md §2): head i sees concat(h_t, E(x_{t+1}), ..., E(x_{t+i+1})) (E = the target's frozen
   embedding; x_{t+1} is the root) -> res(x) + SiLU(W x) with W zero-initialised and res a learned
   reduction -> one more ResBlock -> LM head; predicts t+i+2.
 Both reuse the target's frozen LM head (specserve-tiny's is the embedding matrix, tied): at this

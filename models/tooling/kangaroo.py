@@ -1,4 +1,4 @@
-"""Kangaroo adapter (methods.md §3): self-speculation with double early exit, trained by
+"""Kangaroo adapter (docs/methods.md §3): self-speculation with double early exit, trained by
 self-distillation on the frozen target, exported with the split target graphs it drafts and
 verifies with.
 

@@ -7,8 +7,8 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createEngine } from '../../src/engine/index.ts';
-import { loadModelConfig } from '../../src/engine/model-config.ts';
-import { autoThreads, chainInput, Runner } from '../../src/engine/runner.ts';
+import { loadModelConfig } from '../../src/model/config.ts';
+import { autoThreads, chainInput, Runner } from '../../src/worker/runner.ts';
 
 const dir = process.argv[2];
 const threadsArg = process.argv.indexOf('--threads');

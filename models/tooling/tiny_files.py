@@ -59,7 +59,7 @@ def main():
            "greedy": seq[len(prompt):]}
     json.dump(ref, open(os.path.join(out, "reference.json"), "w"))
 
-    # LANTERN neighbour sets, restricted to a whitelist of equivalence classes (methods.md §6): tokens
+    # LANTERN neighbour sets, restricted to a whitelist of equivalence classes (docs/methods.md §6): tokens
     # that decode to the same text up to case and surrounding whitespace, never digits; each list is
     # ordered by L2 distance in the target's embedding space
     enc = bpe.Encoder([tuple(m.split(" ")) for m in tok["model"]["merges"]])

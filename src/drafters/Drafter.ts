@@ -1,4 +1,4 @@
-// The drafter contract. A drafter only proposes; the acceptance policy in src/engine/acceptance.ts
+// The drafter contract. A drafter only proposes; the acceptance policy in src/worker/acceptance.ts
 // alone decides what is kept, so no drafter can change the output of a lossless policy.
 
 /**
@@ -54,14 +54,21 @@ export interface DraftContext {
    * steps on which the drafter was not asked. Set when `needs.history` is declared.
    */
   history?: { from: number; rows: Float32Array };
+  /** The sequence's committed K/V of the first `needs.pastLayers` target layers, when declared. */
+  past?: PastView;
+}
+
+/** A read-only view of one sequence's committed K/V (the target layers a drafter declared). */
+export interface PastView {
+  /** Committed rows. */
+  readonly length: number;
   /**
-   * Copies the committed K/V of target layers [0, layers) into the given per-layer buffers, laid
-   * out head-major as the graphs take their past ([kvHeads, past, headDim]), returning the
-   * committed length (-1, copying nothing, when `past` is shorter). Rows [from, length) are
-   * copied; with a quantized cache, whose old rows change at commit, every row. Set when
-   * `needs.pastLayers` is declared.
+   * Copies committed rows [from, length) into per-layer buffers laid out as the graphs take their
+   * past ([kvHeads, capacity, headDim]); rows before `from` that the cache has changed since are
+   * copied again, so a drafter that keeps its buffers between steps passes the length it read last
+   * time. Returns false, copying nothing, when `capacity` < length.
    */
-  readPast?: (keys: Float32Array[], values: Float32Array[], from: number, past: number) => number;
+  read(keys: Float32Array[], values: Float32Array[], from: number, capacity: number): boolean;
 }
 
 export interface DrafterNeeds {
@@ -70,7 +77,7 @@ export interface DrafterNeeds {
   /** Target states of every committed row (DraftContext.history): post-final-norm ('final') or
    *  the residual stream after the model's shallow layers ('shallow'). */
   history?: 'final' | 'shallow';
-  /** Committed K/V of the first n target layers (DraftContext.readPast). */
+  /** Committed K/V of the first n target layers (DraftContext.past). */
   pastLayers?: number;
   /** Whether the target must be a tree-capable (speculative-layout) model. */
   treeMask: boolean;

@@ -1,6 +1,6 @@
 // The one place drafter names resolve to implementations. Adding a drafter means adding a case
 // here; the `satisfies never` makes a forgotten name a compile error.
-import { DTYPE_SUFFIX, type WeightDtype } from '../engine/model-config.ts';
+import { DTYPE_SUFFIX, type WeightDtype } from '../model/config.ts';
 import type { Drafter } from './Drafter.ts';
 import { DrafterUnavailable } from './Drafter.ts';
 import { AdedDrafter } from './aded/index.ts';
@@ -22,10 +22,20 @@ export const DRAFTER_DESCRIPTIONS: Record<DrafterName, string> = {
   chimera: 'Chimera: trigram encoder + full-context layer over the target hidden states, residual heads; greedy path + siblings drafted in one call',
 };
 
+/** A drafter as GET /v1/drafters lists it. */
+export interface DrafterInfo {
+  name: string;
+  available: boolean;
+  /** Why not, when unavailable. */
+  reason?: string;
+  description: string;
+}
+
 export interface DrafterEnv {
   modelDir: string;
   vocabSize: number;
-  layout: 'speculative' | 'optimum';
+  /** Whether the target graph verifies trees and outputs hidden states (the speculative layout). */
+  treeMask: boolean;
   /** Weight format of the target graph (drafters that run target layers run the same format). */
   dtype: WeightDtype;
   /** Layers after which the target's `hidden_shallow` output is taken. */
@@ -33,6 +43,8 @@ export interface DrafterEnv {
   contextLength?: number;
   /** Whether the engine can verify with the target's deep layers alone (Kangaroo). */
   deepVerify?: boolean;
+  /** Overrides the Kangaroo adapter's calibrated stop threshold. */
+  kangarooThreshold?: number;
 }
 
 export async function createDrafter(name: DrafterName, env: DrafterEnv): Promise<Drafter> {
@@ -57,7 +69,7 @@ export async function createDrafter(name: DrafterName, env: DrafterEnv): Promise
 
 export interface DrafterSet {
   drafters: Map<string, Drafter>;
-  info: { name: string; available: boolean; reason?: string; description: string }[];
+  info: DrafterInfo[];
 }
 
 /** Builds every drafter this model can run; the rest are listed with the reason. */
@@ -67,8 +79,8 @@ export async function createDrafters(env: DrafterEnv): Promise<DrafterSet> {
   for (const name of DRAFTER_NAMES) {
     try {
       const d = await createDrafter(name, env);
-      if (d.needs.treeMask && env.layout !== 'speculative') throw new DrafterUnavailable('needs the speculative ONNX layout (tree mask)');
-      if (d.needs.hidden && env.layout !== 'speculative') throw new DrafterUnavailable('needs hidden-state outputs (speculative ONNX layout)');
+      if (d.needs.treeMask && !env.treeMask) throw new DrafterUnavailable('needs the speculative ONNX layout (tree mask)');
+      if (d.needs.hidden && !env.treeMask) throw new DrafterUnavailable('needs hidden-state outputs (speculative ONNX layout)');
       drafters.set(name, d);
       info.push({ name, available: true, description: DRAFTER_DESCRIPTIONS[name] });
     } catch (err) {

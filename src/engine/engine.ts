@@ -2,13 +2,14 @@
 // strings. Implements the `Engine` contract the server uses.
 import { randomInt } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { ApiError } from '../errors.ts';
+import { ApiError, assertKnownDrafter } from '../errors.ts';
 import type { KvStats } from '../kvcache/paged.ts';
-import { LANTERN_DELTA, LANTERN_K } from './lantern.ts';
-import { loadModelConfig, type ModelConfig } from './model-config.ts';
+import { LANTERN_DELTA, LANTERN_K } from '../worker/lantern.ts';
+import { loadModelConfig, type ModelConfig } from '../model/config.ts';
+import { meanAcceptanceLength } from './stats.ts';
 import type { EngineOptions } from './options.ts';
-import type { DraftCapSnapshot, FromWorker, SeqRequest, WireLogprob, WorkerInfo, WorkerInit } from './protocol.ts';
-import { textEvent, TextCodec, TokenTextStream } from './text.ts';
+import type { DraftCapSnapshot, FromWorker, SeqRequest, WireLogprob, WorkerInfo, WorkerInit } from '../worker/protocol.ts';
+import { textEvent, TextCodec, TokenTextStream } from '../model/text.ts';
 import type {
   ChatMessage, DrafterInfo, Engine, EngineInfo, EngineLoad, TextEvent, TextPart, TextRequest, TokenLogprob,
 } from './types.ts';
@@ -96,8 +97,9 @@ export class LocalEngine implements Engine {
       kvCache: this.opts.kvCache,
       prefillChunk: this.opts.prefillChunk,
       draftPolicy: this.opts.draftPolicy,
+      kangarooThreshold: this.opts.kangarooThreshold,
     };
-    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });
+    const worker = new Worker(new URL('../worker/worker-entry.mjs', import.meta.url), { workerData: init });
     this.worker = worker;
     return new Promise((resolve, reject) => {
       let ready = false;
@@ -174,13 +176,6 @@ export class LocalEngine implements Engine {
     return this.loadState;
   }
 
-  /** Testing hook: makes the worker die of an uncaught error between steps, as a bug would.
-   *  (Worker.terminate() during a native onnxruntime run aborts the whole process, so a test cannot
-   *  use it.) */
-  crashWorkerForTest(): void {
-    this.worker.postMessage({ type: 'crash' });
-  }
-
   async close(): Promise<void> {
     this.closing = true;
     this.worker.postMessage({ type: 'shutdown' });
@@ -191,14 +186,9 @@ export class LocalEngine implements Engine {
   }
 
   private resolveDrafter(req: TextRequest): { drafter: string; maxDraftTokens: number } {
-    const spec = req.speculative;
-    const drafter = spec?.drafter ?? this.opts.defaultDrafter;
-    const maxDraftTokens = spec?.maxDraftTokens ?? this.opts.maxDraftTokens;
-    if (drafter !== 'none' && !this.workerInfo.drafters.some((d) => d.name === drafter)) {
-      const names = ['none', ...this.workerInfo.drafters.map((d) => d.name)].join(', ');
-      throw new ApiError('unknown_drafter', `Unknown drafter "${drafter}"; available: ${names}`, 'speculative.drafter');
-    }
-    return { drafter, maxDraftTokens };
+    const drafter = req.speculative?.drafter ?? this.opts.defaultDrafter;
+    assertKnownDrafter(drafter, this.workerInfo.drafters);
+    return { drafter, maxDraftTokens: req.speculative?.maxDraftTokens ?? this.opts.maxDraftTokens };
   }
 
   async *generateText(req: TextRequest): AsyncIterable<TextEvent> {
@@ -228,6 +218,7 @@ export class LocalEngine implements Engine {
       maxTokens: req.maxTokens,
       minTokens: req.minTokens,
       ignoreEos: req.ignoreEos,
+      stop: req.stop,
       sampling: { ...req.sampling, seed: req.sampling.seed ?? randomInt(0, 2 ** 31) },
       logprobs: req.logprobs,
       promptLogprobs: req.echo && req.logprobs !== null,
@@ -248,7 +239,6 @@ export class LocalEngine implements Engine {
       this.worker.postMessage({ type: 'submit', req: wire });
       const stream = new TokenTextStream(this.codec, promptIds, req.stop);
       let offset = 0;
-      let completionTokens = 0;
       if (req.echo) {
         const promptText = typeof req.prompt === 'string' ? req.prompt : this.codec.decode(promptIds);
         let lps: TokenLogprob[] | undefined;
@@ -268,7 +258,6 @@ export class LocalEngine implements Engine {
           const { step, drafted, accepted, cap } = m.origin;
           for (let i = 0; i < m.ids.length && !stream.stopped; i++) {
             const tokenId = m.ids[i];
-            completionTokens++;
             const wireLp = m.logprobs?.[i];
             const source = i < accepted ? 'draft' : 'target';
             const { text, sources } = stream.push(tokenId, { source, step, position: i, drafted, cap, tokenId, logprob: wireLp?.logprob ?? undefined });
@@ -276,20 +265,14 @@ export class LocalEngine implements Engine {
             offset += text.length;
             parts.push({ text, tokenId, logprob, sources });
           }
-          const event = textEvent(parts, m.logprobs !== undefined);
-          if (stream.stopped) {
-            if (event.text || event.tokenIds.length) yield event;
-            finished = true;
-            this.worker.postMessage({ type: 'cancel', id });
-            yield { type: 'done', finishReason: 'stop', promptTokens: promptIds.length, completionTokens };
-            return;
-          }
           // A token that completes no character (one byte of a UTF-8 sequence) still yields its id.
+          const event = textEvent(parts, m.logprobs !== undefined);
           if (event.text || event.tokenIds.length) yield event;
+          // a completed stop string ends the sequence in the worker too: its done message follows
           continue;
         }
         if (m.type === 'done') {
-          const tail = stream.flush();
+          const tail = stream.flush(); // empty after a stop string
           if (tail.text) yield { type: 'text', text: tail.text, tokenIds: [], parts: [tail] };
           finished = true;
           this.hooks.onRequestKv?.(m.kvPeakBytes);
@@ -304,18 +287,7 @@ export class LocalEngine implements Engine {
             promptTokens: m.promptTokens,
             completionTokens: m.completionTokens,
             timing: m.timing,
-            speculation: spec
-              ? {
-                  drafter: spec.drafter,
-                  draftSteps: spec.draftSteps,
-                  draftTokens: spec.draftTokens,
-                  acceptedTokens: spec.acceptedTokens,
-                  meanAcceptanceLength: spec.decodeSteps ? (m.completionTokens - 1) / spec.decodeSteps : 1,
-                  earlyStops: spec.earlyStops,
-                  fallback: spec.fallback,
-                  lossy: spec.lantern ? { policy: 'lantern', ...spec.lantern } : undefined,
-                }
-              : undefined,
+            speculation: spec && { ...spec, meanAcceptanceLength: meanAcceptanceLength(spec) },
           };
           return;
         }

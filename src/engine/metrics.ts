@@ -3,7 +3,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { KvStats } from '../kvcache/paged.ts';
 import type { EngineHooks } from './engine.ts';
-import type { DraftCapSnapshot } from './protocol.ts';
+import type { DraftCapSnapshot } from '../worker/protocol.ts';
 
 export function engineMetricsHooks(registry: Registry, log?: EngineHooks['log']): EngineHooks {
   const registers = [registry];

@@ -46,6 +46,8 @@ export const ENGINE_DEFAULTS = {
    * shares a fixed 32 draft tokens per step over the batch (deterministic drafting, for tests).
    */
   draftPolicy: 'goodput' as 'goodput' | 'static',
+  /** Kangaroo's stop threshold; undefined = the one calibrated with the adapter (its manifest). */
+  kangarooThreshold: undefined as number | undefined,
 };
 
 export type EngineOptions = typeof ENGINE_DEFAULTS & {

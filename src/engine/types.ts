@@ -65,20 +65,27 @@ export interface TokenLogprob {
 
 export type FinishReason = 'stop' | 'length';
 
-export interface SpeculationStats {
+/** What the worker counts of a request's speculation (statistic definitions: stats.ts). */
+export interface SpeculationCounts {
   drafter: string;
-  /** Target forward passes that verified at least one draft token. */
+  /** Decode steps that verified at least one draft token. */
   draftSteps: number;
+  /** Draft tokens verified. */
   draftTokens: number;
+  /** Draft tokens the target kept (those past a stop excluded). */
   acceptedTokens: number;
-  /** Tokens emitted per target forward, including the bonus token (1.0 = no gain). */
-  meanAcceptanceLength: number;
   /** Draft steps the drafter ended early because its confidence fell (Kangaroo's second exit). */
   earlyStops?: number;
   /** Set when a lossy policy decided any acceptance. */
   lossy?: { policy: 'lantern'; k: number; delta: number; relaxedSteps: number };
   /** Why the request ran without speculation, when it asked for it and could not have it. */
   fallback?: string;
+}
+
+export interface SpeculationStats extends SpeculationCounts {
+  /** 1 + acceptedTokens / draftSteps: tokens per verified draft step, the bonus token included
+   *  (stats.ts meanAcceptanceLength). 1 when nothing was drafted. */
+  meanAcceptanceLength: number;
 }
 
 /**
@@ -149,13 +156,9 @@ export interface ChatMessage {
   content: string;
 }
 
-export interface DrafterInfo {
-  name: string;
-  available: boolean;
-  /** Why not, when unavailable. */
-  reason?: string;
-  description: string;
-}
+import type { DrafterInfo } from '../drafters/index.ts';
+
+export type { DrafterInfo };
 
 export interface EngineInfo {
   modelId: string;
@@ -163,9 +166,9 @@ export interface EngineInfo {
   /** Execution provider actually in use. */
   provider: 'cuda' | 'cpu';
   /** Weight format of the target graph in use. */
-  dtype: import('./model-config.ts').WeightDtype;
+  dtype: import('../model/config.ts').WeightDtype;
   /** Which ONNX layout the model folder has. */
-  layout: 'speculative' | 'optimum';
+  layout: import('../model/config.ts').GraphLayoutName;
   vocabSize: number;
   defaultDrafter: string;
 }

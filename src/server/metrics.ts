@@ -1,8 +1,7 @@
 // Prometheus metrics, defined once. The registry is exposed (`metrics.registry`, also
 // `app.specserve.metrics`) so the engine can register its own metrics beside these.
-// Speculation metrics follow vLLM's spec_decode names: drafts = verification steps with at least one
-// draft token; acceptance rate = accepted / draft tokens; mean acceptance length (incl. the bonus
-// token) = (accepted + drafts) / drafts.
+// Speculation metrics follow vLLM's spec_decode names; their quantities (drafts, accepted tokens,
+// acceptance rate, mean acceptance length) are defined once in src/engine/stats.ts.
 
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineLoad, SpeculationStats, TextEvent } from '../engine/types.ts';

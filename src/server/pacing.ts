@@ -6,7 +6,7 @@
 // than that interval can space out, the spacing shrinks to fit it; and the buffer is emptied at
 // once when the request ends, fails or is cancelled.
 
-import { textEvent } from '../engine/text.ts';
+import { textEvent } from '../model/text.ts';
 import type { TextEvent, TextPart } from '../engine/types.ts';
 import type { TextChunk } from './format.ts';
 

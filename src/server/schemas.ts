@@ -188,7 +188,7 @@ export const speculativeStatsSchema = z.object({
   draft_steps: z.number().int(),
   draft_tokens: z.number().int(),
   accepted_tokens: z.number().int(),
-  /** Tokens emitted per target forward, including the bonus token (1.0 = no gain). */
+  /** 1 + accepted_tokens / draft_steps: tokens per verified draft step, the bonus token included (1.0 = no gain; src/engine/stats.ts). */
   mean_acceptance_length: z.number(),
   /** "lantern" means a lossy policy decided at least one acceptance. */
   acceptance: z.enum(['lossless', 'lantern']),

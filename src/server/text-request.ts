@@ -2,7 +2,7 @@
 // context length, vocabulary, drafter names) live here because the zod schemas cannot know them.
 
 import type { Engine, SamplingParams, SpeculativeParams, TextRequest } from '../engine/types.ts';
-import { ApiError } from '../errors.ts';
+import { ApiError, assertKnownDrafter } from '../errors.ts';
 import type { StreamPacing } from './pacing.ts';
 import type { ChatRequest, CompletionRequest } from './schemas.ts';
 
@@ -58,10 +58,7 @@ function speculativeOf(body: CommonBody, engine: Engine): SpeculativeParams | nu
   const spec = body.speculative;
   if (spec == null) return null;
   const drafter = spec.drafter ?? engine.info.defaultDrafter;
-  if (drafter !== 'none' && !engine.drafters().some((known) => known.name === drafter)) {
-    const names = ['none', ...engine.drafters().map((known) => known.name)].join(', ');
-    throw new ApiError('unknown_drafter', `Unknown drafter '${drafter}'; known: ${names}`, 'speculative.drafter');
-  }
+  assertKnownDrafter(drafter, engine.drafters());
   return {
     drafter,
     maxDraftTokens: spec.max_draft_tokens ?? undefined,

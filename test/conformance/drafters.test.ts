@@ -2,7 +2,7 @@
 // ships (fp32, int8, int4 target graphs) and over the SAQ KV cache.
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
-import { WEIGHT_DTYPES, type WeightDtype } from '../../src/engine/model-config.ts';
+import { WEIGHT_DTYPES, type WeightDtype } from '../../src/model/config.ts';
 import { startEngine } from '../helpers/engine.ts';
 import { drafterConformance } from './suite.ts';
 

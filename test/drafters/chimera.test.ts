@@ -8,9 +8,9 @@ import { before, describe, test } from 'node:test';
 import ort from 'onnxruntime-node';
 import { CHIMERA_BRANCH, ChimeraDrafter } from '../../src/drafters/chimera/index.ts';
 import { DrafterUnavailable, type DraftContext, type DraftTree } from '../../src/drafters/Drafter.ts';
-import { loadModelConfig, type ModelConfig } from '../../src/engine/model-config.ts';
-import { chainInput, Runner } from '../../src/engine/runner.ts';
-import { TextCodec } from '../../src/engine/text.ts';
+import { loadModelConfig, type ModelConfig } from '../../src/model/config.ts';
+import { chainInput, Runner } from '../../src/worker/runner.ts';
+import { TextCodec } from '../../src/model/text.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 
 const N = 160; // tokens of held-out text run through the target

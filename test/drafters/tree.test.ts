@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { rerank, sharpen, type Candidate } from '../../src/drafters/tree.ts';
+import { rerank, sharpen, type Candidate } from '../../src/drafters/shared/tree.ts';
 
 test('sharpen keeps each row in order and renormalises it over its k entries', () => {
   fc.assert(

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DEBIAN_PYTHON } from '../../scripts/debian-python.ts';
-import { TextCodec } from '../../src/engine/text.ts';
+import { TextCodec } from '../../src/model/text.ts';
 import { DEFAULT_MODEL_DIR, ROOT } from '../helpers/model.ts';
 import { PY_ENV, pythonSkip } from '../helpers/python.ts';
 

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import ort from 'onnxruntime-node';
 import { loadKangarooManifest } from '../../src/drafters/kangaroo/index.ts';
 import { headMajor } from '../../src/kvcache/paged.ts';
-import { DTYPE_SUFFIX, WEIGHT_DTYPES } from '../../src/engine/model-config.ts';
+import { DTYPE_SUFFIX, WEIGHT_DTYPES } from '../../src/model/config.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 
 const NEG = -1e9;

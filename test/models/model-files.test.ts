@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { checkModel } from '../../models/tooling/check.ts';
-import { loadModelConfig, resolveVariant, WEIGHT_DTYPES } from '../../src/engine/model-config.ts';
+import { loadModelConfig, resolveVariant, WEIGHT_DTYPES } from '../../src/model/config.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 
 for (const dtype of WEIGHT_DTYPES) {

@@ -4,7 +4,7 @@
 // policy (the tree is deterministic: q = 1 rule when sampling).
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { Rng } from '../../engine/sampling.ts';
+import { Rng } from '../../util/rng.ts';
 import { DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
 import { TrigramTable } from './trigram.ts';
 

@@ -1,4 +1,4 @@
-// Chimera (methods.md §4): a trigram encoder over the last three tokens plus one full-context
+// Chimera (docs/methods.md §4): a trigram encoder over the last three tokens plus one full-context
 // decoder layer that attends over the target's own post-final-norm hidden states of every committed
 // row, with residual heads on (target hidden state at the root's parent, draft representation)
 // through the target's frozen LM head. Trained by models/tooling/chimera.py.
@@ -18,8 +18,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
+import { NEG_BIAS } from '../../model/onnx-layout.ts';
 import { DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
-import { rerank, sharpen, type Candidate } from '../tree.ts';
+import { rerank, sharpen, type Candidate } from '../shared/tree.ts';
 
 /** Candidates per depth (the path node and its best siblings). Defaults to `4`. */
 export const CHIMERA_BRANCH = 4;
@@ -33,7 +34,6 @@ export const CHIMERA_BRANCH = 4;
  */
 export const CHIMERA_SHARPEN = 3;
 
-const NEG = -1e9;
 
 export interface ChimeraManifest {
   kind: 'chimera';
@@ -189,7 +189,7 @@ export class ChimeraDrafter implements Drafter {
         const n = w.cache.length;
         ctxKeys.set(w.cache.keys.subarray(0, n * R), s * C * R);
         ctxValues.set(w.cache.values.subarray(0, n * R), s * C * R);
-        ctxBias.fill(NEG, s * C + n, (s + 1) * C);
+        ctxBias.fill(NEG_BIAS, s * C + n, (s + 1) * C);
       });
     }
     const newHidden = new Float32Array(S * N * D);
@@ -202,7 +202,7 @@ export class ChimeraDrafter implements Drafter {
       const n = w.rows.length / D;
       newHidden.set(w.rows, s * N * D);
       for (let i = 0; i < N; i++) newPositions[s * N + i] = BigInt(w.cache.length + i);
-      newBias.fill(NEG, s * N + n, (s + 1) * N);
+      newBias.fill(NEG_BIAS, s * N + n, (s + 1) * N);
       hiddenLast.set(w.ctx.hidden!, s * D);
       const L = w.ctx.tokens.length - 1;
       for (let j = 0; j < 3; j++) trigram[s * 3 + j] = BigInt(w.ctx.tokens[Math.max(0, L - 2 + j)]);

@@ -1,4 +1,4 @@
-// Hydra (methods.md §2): sequentially dependent heads. Head i sees the target's post-norm hidden
+// Hydra (docs/methods.md §2): sequentially dependent heads. Head i sees the target's post-norm hidden
 // state and the embeddings of the root and the i tokens already speculated on the path, so the tree
 // grows depth by depth, one head call per depth (batched over every frontier node of every
 // sequence). Beam of the best frontier nodes by cumulative log-probability, final rerank to
@@ -6,8 +6,8 @@
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { DraftContext, Drafter, DraftTree } from '../Drafter.ts';
-import { headSession, loadManifest, type HeadsManifest } from '../medusa/index.ts';
-import { rerank, sharpen, type Candidate } from '../tree.ts';
+import { headSession, loadHeadsManifest, type HeadsManifest } from '../shared/sessions.ts';
+import { rerank, sharpen, type Candidate } from '../shared/tree.ts';
 
 /** Children per expanded node. Defaults to `4`. */
 export const HYDRA_BRANCH = 4;
@@ -39,7 +39,7 @@ export class HydraDrafter implements Drafter {
   ) {}
 
   static async load(env: { modelDir: string }): Promise<HydraDrafter> {
-    const manifest = loadManifest(env.modelDir, 'hydra');
+    const manifest = loadHeadsManifest(env.modelDir, 'hydra');
     const sessions: ort.InferenceSession[] = [];
     for (let i = 0; i < manifest.heads; i++) sessions.push(await headSession(path.join(env.modelDir, 'heads', `hydra_head${i}.onnx`)));
     return new HydraDrafter(sessions, manifest);

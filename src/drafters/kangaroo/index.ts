@@ -1,4 +1,4 @@
-// Kangaroo (methods.md §3): self-speculation with double early exit. The drafter is the target's
+// Kangaroo (docs/methods.md §3): self-speculation with double early exit. The drafter is the target's
 // own first `l` layers plus a small adapter (one attention block, two RMSNorms) ending in the
 // target's frozen LM head. It drafts a chain, one token per call of kangaroo/draft.onnx, and stops
 // when its top-1 probability falls below η (the low-confidence token is still proposed) or after γ
@@ -18,16 +18,16 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
+import { NEG_BIAS } from '../../model/onnx-layout.ts';
 import { chain, DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
 import { copyToHeadMajor } from '../../kvcache/paged.ts';
-import { headSession } from '../medusa/index.ts';
-import { DTYPE_SUFFIX, type WeightDtype } from '../../engine/model-config.ts';
+import { headSession } from '../shared/sessions.ts';
+import { DTYPE_SUFFIX, type WeightDtype } from '../../model/config.ts';
 
-/** Additive attention bias of a masked position (as the engine's). */
-const NEG = -1e9;
-
-/** Confidence below which drafting stops (the token is still proposed). Defaults to `0.6`
- *  (the reference README's η). */
+/** Confidence below which drafting stops (the token is still proposed), for an adapter whose
+ *  manifest has no calibrated threshold: the paper's η. The shipped adapter's manifest sets its
+ *  own (its confidence scale depends on the target's entropy); the `kangarooThreshold` setting
+ *  overrides both. */
 export const KANGAROO_THRESHOLD = 0.6;
 /** Most tokens drafted per step (γ). Defaults to `6`. */
 export const KANGAROO_MAX_STEPS = 6;
@@ -94,16 +94,17 @@ export class KangarooDrafter implements Drafter {
     private readonly adapterKv: ort.InferenceSession,
     readonly manifest: KangarooManifest,
     private readonly context: number,
+    threshold: number | undefined,
   ) {
     this.W = manifest.kv_heads * manifest.head_dim;
     this.H = manifest.kv_heads;
     this.D = manifest.head_dim;
-    this.threshold = Number(process.env.SPECSERVE_KANGAROO_THRESHOLD ?? '') || (manifest.threshold ?? KANGAROO_THRESHOLD);
+    this.threshold = threshold ?? manifest.threshold ?? KANGAROO_THRESHOLD;
     this.maxSteps = manifest.max_steps ?? KANGAROO_MAX_STEPS;
     this.needs = { hidden: false, history: 'shallow', pastLayers: manifest.exit_layer, treeMask: true } as const;
   }
 
-  static async load(env: { modelDir: string; dtype: WeightDtype; shallowLayers?: number; contextLength?: number }): Promise<KangarooDrafter> {
+  static async load(env: { modelDir: string; dtype: WeightDtype; shallowLayers?: number; contextLength?: number; kangarooThreshold?: number }): Promise<KangarooDrafter> {
     const m = loadKangarooManifest(env.modelDir);
     if (!m) throw new DrafterUnavailable(`no Kangaroo adapter at ${path.join(env.modelDir, 'kangaroo')} (npm run train-drafters -- --model MODEL_DIR --text ... --kinds kangaroo)`);
     if (env.shallowLayers !== undefined && env.shallowLayers !== m.exit_layer)
@@ -115,6 +116,7 @@ export class KangarooDrafter implements Drafter {
       await headSession(path.join(dir, 'adapter.onnx')),
       m,
       env.contextLength ?? 1024,
+      env.kangarooThreshold,
     );
   }
 
@@ -167,7 +169,7 @@ export class KangarooDrafter implements Drafter {
     const committed = ctx.tokens.length - 1; // the root is not cached yet
     this.takeHistory(st, ctx);
     await this.catchUp(st, committed);
-    if (st.len !== committed || !ctx.readPast) return null; // history incomplete: skip this step
+    if (st.len !== committed || !ctx.past) return null; // history incomplete: skip this step
 
     const l = this.manifest.exit_layer;
     const D = this.manifest.hidden_size;
@@ -175,7 +177,7 @@ export class KangarooDrafter implements Drafter {
     const maxN = Math.min(ctx.maxNodes, this.maxSteps);
     this.reserve(st, committed + maxN + 1);
     const S = st.stride;
-    if (ctx.readPast(st.sk, st.sv, Math.min(st.shallowValid, committed), S) !== committed) return null;
+    if (ctx.past.length !== committed || !ctx.past.read(st.sk, st.sv, Math.min(st.shallowValid, committed), S)) return null;
     st.shallowValid = committed;
     const shape = [1, this.H, S, this.D];
 
@@ -190,8 +192,8 @@ export class KangarooDrafter implements Drafter {
       // the adapter: the whole stride is past, its rows [P, S) not yet (or no longer) this
       // sequence's, and the new row comes after it. The target's shallow layers write the new row
       // into their buffer at row P (cache_position) and see rows [0, P]
-      const bias = new Float32Array(S + 1).fill(NEG, P, S);
-      const cacheBias = new Float32Array(S).fill(NEG, P + 1);
+      const bias = new Float32Array(S + 1).fill(NEG_BIAS, P, S);
+      const cacheBias = new Float32Array(S).fill(NEG_BIAS, P + 1);
       const feeds: Record<string, ort.Tensor> = {
         input_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(token)), [1, 1]),
         position_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(P)), [1, 1]),

@@ -1,12 +1,12 @@
-// Medusa (methods.md §1): K heads on the target's post-norm hidden state; head k proposes the
+// Medusa (docs/methods.md §1): K heads on the target's post-norm hidden state; head k proposes the
 // token at t+k+2. One ONNX call per step for the whole batch; the tree is chosen per step from the
 // heads' own log-probabilities (top-k per head, cumulative scores, best `maxNodes` kept). Children
 // are top-k picks, so the verifier uses the deterministic (q = 1) rule: lossless.
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
-import { DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
-import { rerank, sharpen, type Candidate } from '../tree.ts';
+import type { DraftContext, Drafter, DraftTree } from '../Drafter.ts';
+import { headSession, loadHeadsManifest, type HeadsManifest } from '../shared/sessions.ts';
+import { rerank, sharpen, type Candidate } from '../shared/tree.ts';
 
 /** Children considered per node and head. Defaults to `4`. */
 export const MEDUSA_BRANCH = 4;
@@ -14,27 +14,6 @@ export const MEDUSA_BRANCH = 4;
  *  draft nodes, mean acceptance length on the bench prompts 1.68 at 1, 1.75 at 2, 1.60 at 3.
  *  Defaults to `2`. */
 export const MEDUSA_SHARPEN = 2;
-
-export interface HeadsManifest {
-  kind: string;
-  heads: number;
-  topk: number;
-  hidden_size: number;
-  heldout_top1: number[];
-}
-
-export function loadManifest(modelDir: string, kind: 'medusa' | 'hydra'): HeadsManifest {
-  const file = path.join(modelDir, 'heads', `${kind}.json`);
-  if (!existsSync(file)) throw new DrafterUnavailable(`no ${kind} heads at ${file} (npm run train-drafters -- --model MODEL_DIR --text ... --kinds ${kind})`);
-  return JSON.parse(readFileSync(file, 'utf8'));
-}
-
-/** Head graphs are tiny: one intra-op thread, so their idle thread pools cannot spin against the
- *  target's (each onnxruntime session owns its own pool). */
-export async function headSession(file: string): Promise<ort.InferenceSession> {
-  if (!existsSync(file)) throw new DrafterUnavailable(`missing ${file}`);
-  return ort.InferenceSession.create(file, { interOpNumThreads: 1, intraOpNumThreads: 1, graphOptimizationLevel: 'all' });
-}
 
 export class MedusaDrafter implements Drafter {
   readonly name = 'medusa';
@@ -46,7 +25,7 @@ export class MedusaDrafter implements Drafter {
   ) {}
 
   static async load(env: { modelDir: string }): Promise<MedusaDrafter> {
-    const manifest = loadManifest(env.modelDir, 'medusa');
+    const manifest = loadHeadsManifest(env.modelDir, 'medusa');
     return new MedusaDrafter(await headSession(path.join(env.modelDir, 'heads', 'medusa.onnx')), manifest);
   }
 

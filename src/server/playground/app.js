@@ -184,7 +184,7 @@ class Lane {
       tokensPerSecond: span > 0 ? (tokens - 1) / span : 0,
       ttftMs: this.firstAt !== undefined ? this.firstAt - this.started : undefined,
       acceptanceRate: drafted ? accepted / drafted : undefined,
-      meanAcceptanceLength: draftSteps ? 1 + accepted / draftSteps : undefined,
+      meanAcceptanceLength: draftSteps ? 1 + accepted / draftSteps : undefined, // as src/engine/stats.ts defines it
       draftSteps,
       maxCap,
       meanCap: this.steps.size ? capSum / this.steps.size : 0,

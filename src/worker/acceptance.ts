@@ -1,12 +1,10 @@
 // Acceptance policies: given the target's distribution at every node of a verified tree, decide
 // which path is kept and which token the target adds after it (the bonus token).
 //
-// Definitions used everywhere (metrics, stats, bench):
-//   accepted length  = draft nodes kept on the path (root excluded)
-//   tokens per step  = accepted length + 1 (the bonus token)
-//   mean acceptance length = mean of tokens per step over steps that verified a draft
+// A step emits the kept path's draft tokens plus the bonus token; the statistics built on that are
+// defined once, in src/engine/stats.ts.
 //
-// Lossless rules (methods.md §8):
+// Lossless rules (docs/methods.md §8):
 //   greedy (temperature 0)     longest path whose every token is the target argmax at its parent
 //   deterministic children     accept x with p(x); on rejection zero p(x), renormalise, next sibling
 //   sampled children (from q)  accept x with min(1, p(x)/q(x)); on rejection p <- norm(max(0, p - q))
@@ -24,7 +22,7 @@ export interface VerifyTree {
   draftProbs?: Float32Array;
   /**
    * [nodes] 1 where the node's logits are bit-identical to decoding its path one token at a time
-   * (the tree's main chain: see cacheSlots in scheduler.ts); absent = every node. An accepted node
+   * (the tree's main chain: see forward/cache-slots.ts); absent = every node. An accepted node
    * off the main chain ends the walk as the bonus token: its token was chosen from exact logits,
    * its own logits may differ from plain decoding's in the last bits.
    */

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Detokenizer, StopMatcher, TextCodec, TokenTextStream } from '../../src/engine/text.ts';
+import { Detokenizer, StopMatcher, TextCodec, TokenTextStream } from '../../src/model/text.ts';
 import type { TokenSource } from '../../src/engine/types.ts';
 import { DEFAULT_MODEL_DIR } from '../helpers/model.ts';
 

@@ -1,4 +1,4 @@
-// LANTERN relaxed acceptance (methods.md §6) — LOSSY by construction, opt-in only.
+// LANTERN relaxed acceptance (docs/methods.md §6) — LOSSY by construction, opt-in only.
 //
 // For a draft token x with target distribution p, walk x's neighbours n_1, n_2, ... (at most k) and
 // take the longest prefix whose target mass m = Σ p(n_i) stays ≤ δ; the relaxed distribution p̃

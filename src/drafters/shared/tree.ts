@@ -1,7 +1,7 @@
 // Turning scored candidates into a draft tree (EAGLE-2's rerank): keep the `maxNodes` best
 // candidates by cumulative log-probability. A child never scores above its parent, so the kept set
 // is ancestor-closed; output is breadth-first so parents precede children.
-import type { DraftTree } from './Drafter.ts';
+import type { DraftTree } from '../Drafter.ts';
 
 export interface Candidate {
   token: number;

@@ -1,6 +1,7 @@
 // Messages between the main thread (src/engine/engine.ts) and the inference worker
-// (src/engine/worker.ts). Token ids only: text is the main thread's business.
-import type { SamplingParams } from './types.ts';
+// (src/worker/worker.ts). Token ids only, except stop strings, which the worker checks as it emits.
+import type { DrafterInfo, SamplingParams, SpeculationCounts } from '../engine/types.ts';
+import type { GraphLayoutName, WeightDtype } from '../model/config.ts';
 
 export interface SeqRequest {
   id: number;
@@ -13,10 +14,12 @@ export interface SeqRequest {
   logprobs: number | null;
   /** Log-probabilities of the prompt tokens (echo with logprobs). */
   promptLogprobs: boolean;
+  /** Stop strings: the worker ends the sequence on the token that completes one. */
+  stop: string[];
   /** Drafter name or 'none'. */
   drafter: string;
   maxDraftTokens: number;
-  /** 'lantern' = the opt-in lossy relaxed acceptance (methods.md §6). */
+  /** 'lantern' = the opt-in lossy relaxed acceptance (docs/methods.md §6). */
   acceptance: 'lossless' | 'lantern';
   lanternK: number;
   lanternDelta: number;
@@ -48,28 +51,12 @@ export interface StepOrigin {
 
 export type DraftCapSnapshot = import('./draft-policy.ts').DraftCapSnapshot;
 
-export type DecodeTiming = import('./types.ts').DecodeTiming;
-
-export interface WireSpecStats {
-  drafter: string;
-  draftSteps: number;
-  draftTokens: number;
-  acceptedTokens: number;
-  /** Target forwards this request took part in after prefill. */
-  decodeSteps: number;
-  /** Draft steps the drafter ended early on low confidence (Kangaroo). */
-  earlyStops: number;
-  fallback?: string;
-  /** Set when the LANTERN policy was used: how many steps it relaxed. */
-  lantern?: { k: number; delta: number; relaxedSteps: number };
-}
+export type DecodeTiming = import('../engine/types.ts').DecodeTiming;
 
 export type ToWorker =
   | { type: 'submit'; req: SeqRequest }
   | { type: 'cancel'; id: number }
-  | { type: 'shutdown' }
-  /** Tests only: throw an uncaught error in the worker between steps, as a bug would. */
-  | { type: 'crash' };
+  | { type: 'shutdown' };
 
 export type FromWorker =
   | { type: 'ready'; info: WorkerInfo }
@@ -86,9 +73,10 @@ export type FromWorker =
       /** Most KV cache bytes the request held at once (PagedKvCache.usage().peakBytes). */
       kvPeakBytes: number;
       timing: DecodeTiming;
-      spec?: WireSpecStats;
+      /** Set when the request asked for a drafter (fallback says why it could not have one). */
+      spec?: SpeculationCounts;
     }
-  | { type: 'error'; id: number; code: 'queue_full' | 'internal_error' | 'request_timeout' | 'unknown_drafter'; message: string }
+  | { type: 'error'; id: number; code: 'queue_full' | 'internal_error' | 'request_timeout'; message: string }
   | {
       type: 'load'; running: number; waiting: number; kv: import('../kvcache/paged.ts').KvStats;
       /** The goodput policy's current best draft cap per batch-size class. */
@@ -104,15 +92,15 @@ export type FromWorker =
 export interface WorkerInfo {
   provider: 'cuda' | 'cpu';
   /** Weight format of the target graph in use. */
-  dtype: import('./model-config.ts').WeightDtype;
-  layout: 'speculative' | 'optimum';
-  drafters: { name: string; available: boolean; reason?: string; description: string }[];
+  dtype: WeightDtype;
+  layout: GraphLayoutName;
+  drafters: DrafterInfo[];
 }
 
 export interface WorkerInit {
   modelDir: string;
   provider: 'auto' | 'cuda' | 'cpu';
-  dtype: import('./model-config.ts').WeightDtype | 'auto';
+  dtype: WeightDtype | 'auto';
   threads: number;
   spinThreads: boolean;
   maxBatchSize: number;
@@ -121,4 +109,5 @@ export interface WorkerInit {
   kvCache: 'fp32' | 'saq';
   prefillChunk: number;
   draftPolicy: 'goodput' | 'static';
+  kangarooThreshold: number | undefined;
 }

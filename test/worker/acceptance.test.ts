@@ -2,8 +2,8 @@
 // tokens distributed exactly as the target p, whatever the drafts were.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { verifyGreedy, verifySampled, type VerifyTree } from '../../src/engine/acceptance.ts';
-import { Rng, sampleFrom } from '../../src/engine/sampling.ts';
+import { verifyGreedy, verifySampled, type VerifyTree } from '../../src/worker/acceptance.ts';
+import { Rng, sampleFrom } from '../../src/worker/sampling.ts';
 import { chiSquare, chiSquareCritical } from '../helpers/stats.ts';
 
 const V = 6;

@@ -6,10 +6,12 @@ import { createDrafters } from '../drafters/index.ts';
 import { kangarooDeepGraph } from '../drafters/kangaroo/index.ts';
 import { PagedKvCache, SAQ_DEFAULTS } from '../kvcache/paged.ts';
 import { LanternNeighbours } from './lantern.ts';
-import { loadModelConfig } from './model-config.ts';
+import { loadModelConfig } from '../model/config.ts';
+import { TextCodec } from '../model/text.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
 import { Runner } from './runner.ts';
 import { Scheduler } from './scheduler.ts';
+import { stopStrings } from './stop.ts';
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
@@ -49,20 +51,29 @@ async function main() {
   const split = kangarooDeepGraph(cfg.dir, dtype);
   const deepVerify = split ? await runner.loadDeep(split.file, split.fromLayer) : false;
   const { drafters, info } = await createDrafters({
-    modelDir: cfg.dir, vocabSize: cfg.vocabSize, layout: runner.layout, dtype,
-    shallowLayers: cfg.shallowLayers, contextLength: cfg.contextLength, deepVerify,
+    modelDir: cfg.dir, vocabSize: cfg.vocabSize, treeMask: runner.layout === 'speculative', dtype,
+    shallowLayers: cfg.shallowLayers, contextLength: cfg.contextLength, deepVerify, kangarooThreshold: init.kangarooThreshold,
   });
-  const sched = new Scheduler(cfg, runner, kv, drafters, init, emit, LanternNeighbours.load(cfg.dir));
+  const sched = new Scheduler({
+    model: cfg, target: runner, kv, drafters, options: init, send: emit,
+    lantern: LanternNeighbours.load(cfg.dir), stops: stopStrings(new TextCodec(cfg.dir)),
+  });
   let wake: (() => void) | null = null;
   let stopping = false;
   port.on('message', (m: ToWorker) => {
-    if (m.type === 'submit') sched.submit(m.req);
-    else if (m.type === 'cancel') sched.cancel(m.id);
-    else if (m.type === 'shutdown') stopping = true;
-    else if (m.type === 'crash') {
-      setImmediate(() => {
-        throw new Error('worker crash requested (test)');
-      });
+    switch (m.type) {
+      case 'submit':
+        sched.submit(m.req);
+        break;
+      case 'cancel':
+        sched.cancel(m.id);
+        break;
+      case 'shutdown':
+        stopping = true;
+        break;
+      default:
+        // the two sides disagree on the protocol: a bug, so the worker dies and the engine restarts it
+        throw new Error(`unknown message from the main thread: ${JSON.stringify(m satisfies never)}`);
     }
     wake?.();
   });

@@ -5,7 +5,8 @@ import os from 'node:os';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
-import { resolveVariant, type ModelConfig, type ModelVariant, type WeightDtype } from './model-config.ts';
+import { resolveVariant, type GraphLayoutName, type ModelConfig, type ModelVariant, type WeightDtype } from '../model/config.ts';
+import { NEG_BIAS } from '../model/onnx-layout.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -77,10 +78,6 @@ export function chainInput(
   };
 }
 
-/** Additive attention bias of a blocked position. Not -Infinity: a fully masked (padding) row
- *  must give no NaN. */
-export const NEG_BIAS = -1e9;
-
 /** The target's layers [fromLayer, L) fed the residual stream after layer fromLayer (Kangaroo's
  *  verification: the drafter already ran the shallow layers for these rows). */
 export interface DeepInput extends Omit<ForwardInput, 'inputIds' | 'attentionMask'> {
@@ -104,7 +101,7 @@ export interface RunnerOptions {
 }
 
 export class Runner {
-  readonly layout: 'speculative' | 'optimum';
+  readonly layout: GraphLayoutName;
   /** Set when the model folder has the split deep graph (kangaroo/deep.onnx). */
   deep: { session: ort.InferenceSession; fromLayer: number } | null = null;
   private constructor(

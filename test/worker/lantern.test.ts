@@ -3,9 +3,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { verifyGreedy, verifySampled, type VerifyTree } from '../../src/engine/acceptance.ts';
-import { relax } from '../../src/engine/lantern.ts';
-import { Rng } from '../../src/engine/sampling.ts';
+import { verifyGreedy, verifySampled, type VerifyTree } from '../../src/worker/acceptance.ts';
+import { relax } from '../../src/worker/lantern.ts';
+import { Rng } from '../../src/worker/sampling.ts';
 import { chiSquare, chiSquareCritical } from '../helpers/stats.ts';
 
 const probVector = (n: number) =>

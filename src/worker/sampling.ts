@@ -1,23 +1,9 @@
 // Logit processing and sampling. The same `warp` is what plain decoding samples from and what the
 // speculative verifier checks drafts against, so the two can never disagree on the distribution.
-import type { SamplingParams } from './types.ts';
+import type { SamplingParams } from '../engine/types.ts';
+import { Rng } from '../util/rng.ts';
 
-/** Seeded PRNG (SplitMix32-style mixing of a Weyl sequence): fast, reproducible, per request. */
-export class Rng {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0 || 0x9e3779b9;
-  }
-  /** Uniform in [0, 1). */
-  next(): number {
-    this.state = (this.state + 0x9e3779b9) >>> 0;
-    let z = this.state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-    z = (z ^ (z >>> 16)) >>> 0;
-    return z / 4294967296;
-  }
-}
+export { Rng };
 
 export function argmax(a: Float32Array | Float64Array, off = 0, n = a.length - off): number {
   let best = 0;

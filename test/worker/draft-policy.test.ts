@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { DRAFT_CAPS, DraftCapPolicy, EXPLORE_EVERY, type StepOutcome } from '../../src/engine/draft-policy.ts';
+import { DRAFT_CAPS, DraftCapPolicy, EXPLORE_EVERY, type StepOutcome } from '../../src/worker/draft-policy.ts';
 
 /** A simulated step at cap index `arm` over `batch` sequences: cap c costs 1 ms plus 0.1 ms per
  *  draft token and emits tokens so that its rate is rate(c); what the smaller caps would have

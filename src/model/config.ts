@@ -11,12 +11,17 @@ export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
  *  standard graphs too. */
 export const DTYPE_SUFFIX: Record<WeightDtype, string> = { fp32: '', int8: '_int8', int4: '_q4' };
 
+/** The two ONNX layouts a target graph can have. 'speculative': this project's (tree mask, hidden
+ *  states, new-rows-only K/V). 'optimum': Hugging Face Optimum's decoder (2-D mask, causal in the
+ *  graph, full present). The worker picks its forward module from this once (forward/layout.ts). */
+export type GraphLayoutName = 'speculative' | 'optimum';
+
 /** One weight format's target graph. */
 export interface ModelVariant {
   dtype: WeightDtype;
   /** The ONNX file the engine runs, absolute. */
   onnxPath: string;
-  layout: 'speculative' | 'optimum';
+  layout: GraphLayoutName;
 }
 
 export interface ModelConfig {
@@ -31,9 +36,7 @@ export interface ModelConfig {
   eosTokenIds: number[];
   /** The default graph, absolute: the fp32 one, or the first of int8, int4 in a folder without it. */
   onnxPath: string;
-  /** 'speculative': this project's layout (tree mask, hidden states, new-rows-only K/V).
-   *  'optimum': Hugging Face Optimum decoder layout (2-D mask, causal in graph, full present). */
-  layout: 'speculative' | 'optimum';
+  layout: GraphLayoutName;
   /** Every weight format the folder has graphs for. */
   variants: Partial<Record<WeightDtype, ModelVariant>>;
   /** Layers before the `hidden_shallow` output (Kangaroo's exit layer). Both layouts take past K/V

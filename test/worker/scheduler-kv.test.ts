@@ -4,9 +4,9 @@
 // row by row, and the row that gets none is preempted with a 429.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { FromWorker, SeqRequest } from '../../src/engine/protocol.ts';
-import type { ForwardInput, ForwardOutput } from '../../src/engine/runner.ts';
-import { Scheduler, type ForwardFn } from '../../src/engine/scheduler.ts';
+import type { FromWorker, SeqRequest } from '../../src/worker/protocol.ts';
+import type { ForwardInput, ForwardOutput } from '../../src/worker/runner.ts';
+import { Scheduler, type ForwardFn } from '../../src/worker/scheduler.ts';
 import { PagedKvCache } from '../../src/kvcache/paged.ts';
 
 const model = { vocabSize: 8, numLayers: 1, numKvHeads: 1, headDim: 2, hiddenSize: 2, contextLength: 64, eosTokenIds: [7] };
@@ -28,7 +28,7 @@ const fake: ForwardFn = {
 
 function req(id: number, prompt: number): SeqRequest {
   return {
-    id, promptIds: Array.from({ length: prompt }, (_, i) => i % 5), maxTokens: 40, minTokens: 0, ignoreEos: true,
+    id, promptIds: Array.from({ length: prompt }, (_, i) => i % 5), maxTokens: 40, minTokens: 0, ignoreEos: true, stop: [],
     sampling: { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0, seed: 1 },
     logprobs: null, promptLogprobs: false, drafter: 'none', maxDraftTokens: 0, acceptance: 'lossless', lanternK: 0, lanternDelta: 0, deadline: 0,
   };
@@ -39,7 +39,7 @@ test('decode rows of one step reserve their KV room one after another: the one w
   // its 9th token, and only one is left
   const kv = new PagedKvCache({ layers: 1, kvHeads: 1, headDim: 2 }, 5 * blockBytes, BS);
   const out: FromWorker[] = [];
-  const sched = new Scheduler(model, fake, kv, new Map(), { maxBatchSize: 4, maxQueuedRequests: 4, prefillChunk: 64 }, (m) => out.push(m));
+  const sched = new Scheduler({ model, target: fake, kv, drafters: new Map(), options: { maxBatchSize: 4, maxQueuedRequests: 4, prefillChunk: 64 }, send: (m) => out.push(m) });
   sched.submit(req(1, 7));
   sched.submit(req(2, 7));
   for (let i = 0; i < 50 && (await sched.step()); i++);

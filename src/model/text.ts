@@ -5,7 +5,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ApiError } from '../errors.ts';
-import type { ChatMessage, TextEvent, TextPart, TokenSource } from './types.ts';
+import type { ChatMessage, TextEvent, TextPart, TokenSource } from '../engine/types.ts';
 
 export class TextCodec {
   private readonly tok: Tokenizer;
