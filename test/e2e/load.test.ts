@@ -9,7 +9,7 @@ import { metric, startServer } from '../helpers/server.ts';
 const MODEL = 'specserve-tiny';
 const prompts = Object.values(PROMPTS).flat();
 
-async function stream(url: string, body: Record<string, unknown>, opts: { abortAfterChunks?: number } = {}) {
+async function stream(url: string, body: Record<string, unknown>, opts: { abortAfterChunks?: number; onFirstChunk?: () => void } = {}) {
   const ctl = new AbortController();
   const res = await fetch(`${url}/v1/completions`, {
     method: 'POST',
@@ -32,7 +32,7 @@ async function stream(url: string, body: Record<string, unknown>, opts: { abortA
       if (c.error) throw new Error(c.error.message);
       text += c.choices[0]?.text ?? '';
       finish = c.choices[0]?.finish_reason ?? finish;
-      chunks++;
+      if (chunks++ === 0) opts.onFirstChunk?.();
     },
   });
   const dec = new TextDecoder();
@@ -116,8 +116,14 @@ test('a flood beyond the queue gets 429 with Retry-After while admitted requests
 
 test('SIGTERM during load drains in-flight streams and exits 0', async () => {
   const server = await startServer();
-  const inflight = Array.from({ length: 4 }, (_, i) => stream(server.url, { prompt: prompts[i], max_tokens: 48, ignore_eos: true, temperature: 0 }));
-  await new Promise((r) => setTimeout(r, 300));
+  const started: Promise<void>[] = [];
+  const inflight = Array.from({ length: 4 }, (_, i) => {
+    let onFirstChunk!: () => void;
+    started.push(new Promise<void>((resolve) => (onFirstChunk = resolve)));
+    return stream(server.url, { prompt: prompts[i], max_tokens: 200, ignore_eos: true, temperature: 0 }, { onFirstChunk });
+  });
+  // every stream is decoding (and has far from finished) before the signal
+  await Promise.all(started);
   server.child.kill('SIGTERM');
   const results = await Promise.all(inflight);
   for (const r of results) {

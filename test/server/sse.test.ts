@@ -9,9 +9,16 @@ test('SseStream: headers, data events, keep-alive pings, error event, [DONE]', a
   const app = Fastify();
   app.get('/events', async (request, reply) => {
     const sse = new SseStream(reply);
+    let pings = 0;
+    const write = reply.raw.write.bind(reply.raw);
+    reply.raw.write = ((chunk: unknown, ...rest: never[]) => {
+      if (String(chunk).includes(': ping')) pings++;
+      return write(chunk as string, ...rest);
+    }) as typeof reply.raw.write;
     sse.open(String(request.id), 20);
     await sse.send({ n: 1 });
-    await sleep(70);
+    // wait for two pings (a loaded machine may delay timers), for at most 5 s
+    for (let i = 0; i < 250 && pings < 2; i++) await sleep(20);
     await sse.sendError(new ApiError('engine_failed', 'gone'));
     sse.end();
     assert.equal(sse.closed, true);
