@@ -9,120 +9,28 @@
 // head and block; the graphs output new rows token-major ([batch, tokens, kvHeads, headDim]) and
 // `append` splits them by head.
 //
-// SAQ (staircase adaptive quantization, methods.md §7.2 on KIVI's scheme): the newest `window`
-// tokens stay fp32. Whenever the fp32 region holds window + step tokens, its oldest `step` tokens
+// SAQ (staircase adaptive quantization, docs/methods.md §7.2 on KIVI's scheme; options in saq.ts):
+// the newest `window` tokens stay fp32. Whenever the fp32 region holds window + step tokens, its oldest `step` tokens
 // become a quantized segment at the top stair (keys per channel, values per token) and every older
 // segment steps down one stair until the floor. Each layer's keys and values may have stairs of
 // their own (`layers`); otherwise `bits`. Demotions happen only here, at commit time.
 //
 // Admission reserves blocks (`reserve`): they count as in use until the sequence allocates them
 // or is released, so two admissions never count the same free blocks.
-import { dequantize, quantBytes, quantize, requantize, SUPPORTED_BITS, type QuantBlock } from './quant.ts';
+import { copyToHeadMajor } from '../model/onnx-layout.ts';
+import { dequantize, quantize, requantize, type QuantBlock } from './quant.ts';
+import { addTierBytes, segBytes, stairBits, tokenTier, validateSaq, type SaqOptions, type Segment } from './saq.ts';
+import type { KvStats, KvUsage } from './stats.ts';
+
+export { describeSaq, SAQ_DEFAULTS, type SaqOptions } from './saq.ts';
+export type { KvStats, KvUsage } from './stats.ts';
+/** The graphs' past layout (model/onnx-layout.ts), for tools that build a past by hand. */
+export { copyToHeadMajor, headMajor } from '../model/onnx-layout.ts';
 
 export interface KvShape {
   layers: number;
   kvHeads: number;
   headDim: number;
-}
-
-export interface SaqOptions {
-  /** Newest tokens kept at full precision. Defaults to `32`. */
-  window: number;
-  /** Stair width in tokens (a multiple of the block size). Defaults to `32`. */
-  step: number;
-  /** Bit widths from the newest quantized stair down to the floor (8, 6, 5, 4, 3 or 2). */
-  bits: number[];
-  /** Channels per value group (per-token quantization); divides the head dim (each head is
-   *  quantized on its own). Defaults to `32`. */
-  valueGroup: number;
-  /** Tokens per key group (per-channel quantization); divides `step`. Defaults to `step`. */
-  keyGroup?: number;
-  /** Per layer (by index), stairs for its keys and/or values in place of `bits`: bit widths where
-   *  the layer is more (or less) sensitive than the rest. */
-  layers?: { keys?: number[]; values?: number[] }[];
-}
-
-/**
- * The default staircase: 32 fp32 tokens, then 32-token stairs (groups of 32, KIVI's G), fp16
- * statistics. The newest stair is 8 bits everywhere; older stairs drop to a width per layer and
- * K/V chosen by measured sensitivity (specserve-tiny, on Python standard-library text, not the
- * held-out text; `bench/saq-sensitivity.ts`): with everything else at 8 bits, quantizing one
- * layer's keys or values to 4 bits raises the KL from fp32 by s_i; layer 0's values carry ~60% of
- * the total, then the keys of layers 5 and 1. Each bit quarters a slot's KL, so bits go greedily
- * where they buy the most, up to a mean of 5.25 bits: 24.8% of fp32's bytes at 1,000+ tokens, and
- * ~5x less KL than a uniform staircase of the same bytes (ten 8-bit stairs, then 4). Shortening
- * the fp32 window costs far more than it saves (with none, worse than 4 bits everywhere). Another
- * model should be measured again: layers not listed here use `bits`.
- */
-export const SAQ_DEFAULTS: SaqOptions = {
-  window: 32,
-  step: 32,
-  bits: [8, 5],
-  valueGroup: 32,
-  layers: [
-    { keys: [8, 5], values: [8] },
-    { keys: [8, 6], values: [8, 6] },
-    { keys: [8, 5], values: [8, 4] },
-    { keys: [8, 5], values: [8, 4] },
-    { keys: [8, 5], values: [8, 4] },
-    { keys: [8, 6], values: [8, 5] },
-  ],
-};
-
-/** The staircase in words, for docs and reports: "the newest 32 tokens fp32, then 32-token stairs
- *  at 8 then 4–8 bits (by layer and K/V)". `layers` is the model's layer count. */
-export function describeSaq(o: SaqOptions, layers = o.layers?.length ?? 0): string {
-  const stairs = [o.bits];
-  for (let l = 0; l < layers; l++) stairs.push(o.layers?.[l]?.keys ?? o.bits, o.layers?.[l]?.values ?? o.bits);
-  const depth = Math.max(...stairs.map((st) => st.length));
-  const widths: string[] = [];
-  for (let i = 0; i < depth; i++) {
-    const at = stairs.map((st) => st[Math.min(i, st.length - 1)]);
-    const lo = Math.min(...at);
-    const hi = Math.max(...at);
-    widths.push(lo === hi ? String(lo) : `${lo}–${hi}`);
-  }
-  const varies = widths.some((w) => w.includes('–'));
-  return `the newest ${o.window} tokens fp32, then ${o.step}-token stairs at ${widths.join(' then ')} bits${varies ? ' (by layer and K/V)' : ''}`;
-}
-
-export interface KvStats {
-  blockSize: number;
-  blocksTotal: number;
-  blocksFree: number;
-  /** Committed tokens held, over all sequences. */
-  tokens: number;
-  bytesTotal: number;
-  bytesInUse: number;
-  /** Bytes in use by tier: 'fp32', 'q8', 'q6', 'q5', 'q4', ... (quantized blocks by width), and
-   *  'reserved' (blocks promised to admitted sequences, not yet written). They sum to
-   *  `bytesInUse`. */
-  bytesByTier: Record<string, number>;
-  /** fp32 blocks promised to sequences at admission and not yet allocated (counted in use). */
-  blocksReserved: number;
-  sequences: number;
-}
-
-/** One sequence's share of the cache (`PagedKvCache.usage`). */
-export interface KvUsage {
-  /** Committed tokens held, by tier: 'fp32' (the window) and stairs: 'q8' where every layer's
-   *  keys and values hold 8 bits, 'q4-8' where their widths range over 4..8. */
-  tokensByTier: Record<string, number>;
-  /** Bytes held, by tier, plus 'reserved' (its unconverted reservation). Sum: `bytes`. */
-  bytesByTier: Record<string, number>;
-  tokens: number;
-  bytes: number;
-  /** Most bytes the sequence held at once (written blocks and stairs; reservations excluded). */
-  peakBytes: number;
-}
-
-interface Segment {
-  tokens: number;
-  /** Per layer and kv head, at layer * kvHeads + head: each head's rows quantized on their own
-   *  (the same codes and statistics as the whole row, whose groups never span two heads), so a
-   *  stair dequantizes straight into the head-major past. */
-  keys: QuantBlock[];
-  values: QuantBlock[];
 }
 
 interface SeqEntry {
@@ -175,19 +83,7 @@ export class PagedKvCache {
     this.budgetBytes = budgetBytes;
     this.numBlocks = Math.floor(budgetBytes / this.blockBytes);
     if (this.numBlocks < 1) throw new Error(`KV budget ${budgetBytes} bytes holds no block of ${blockSize} tokens`);
-    if (saq) {
-      if (saq.step % blockSize !== 0) throw new Error(`SAQ step ${saq.step} must be a multiple of the block size ${blockSize}`);
-      if (shape.headDim % saq.valueGroup !== 0) throw new Error(`SAQ value group ${saq.valueGroup} must divide the head dim ${shape.headDim}`);
-      if (saq.bits.length === 0) throw new Error('SAQ needs at least one bit width');
-      for (const st of [saq.bits, ...(saq.layers ?? []).flatMap((o) => [o.keys, o.values])]) {
-        if (!st) continue;
-        if (st.length === 0) throw new Error('SAQ stairs need at least one bit width');
-        for (const b of st) {
-          if (!(SUPPORTED_BITS as readonly number[]).includes(b)) throw new Error(`SAQ bit width ${b} is not one of ${SUPPORTED_BITS.join(', ')}`);
-          if (8 % b === 0 && shape.headDim % (8 / b) !== 0) throw new Error(`SAQ: ${b}-bit packing needs a head dim that is a multiple of ${8 / b}, not ${shape.headDim}`);
-        }
-      }
-    }
+    if (saq) validateSaq(saq, shape, blockSize);
   }
 
   private usedBlocks(): number {
@@ -315,8 +211,8 @@ export class PagedKvCache {
             tmpK.set(block.subarray(k, k + this.blockSize * D), b * this.blockSize * D);
             tmpV.set(block.subarray(v, v + this.blockSize * D), b * this.blockSize * D);
           }
-          keys.push(quantize(tmpK, 0, step, D, this.stairBits(l, 0, 0), 'channel', this.saq!.keyGroup ?? step));
-          values.push(quantize(tmpV, 0, step, D, this.stairBits(l, 1, 0), 'token', valueGroup));
+          keys.push(quantize(tmpK, 0, step, D, stairBits(this.saq!, l, 0, 0), 'channel', this.saq!.keyGroup ?? step));
+          values.push(quantize(tmpV, 0, step, D, stairBits(this.saq!, l, 1, 0), 'token', valueGroup));
         }
       }
       for (const b of e.blocks.splice(0, nBlocks)) this.free.push(b);
@@ -334,8 +230,8 @@ export class PagedKvCache {
         const before = segBytes(s);
         let changed = false;
         const down = (q: QuantBlock, bits: number) => (q.bits === bits ? q : ((changed = true), requantize(q, bits)));
-        s.keys = s.keys.map((q, j) => down(q, this.stairBits((j / H) | 0, 0, age)));
-        s.values = s.values.map((q, j) => down(q, this.stairBits((j / H) | 0, 1, age)));
+        s.keys = s.keys.map((q, j) => down(q, stairBits(this.saq!, (j / H) | 0, 0, age)));
+        s.values = s.values.map((q, j) => down(q, stairBits(this.saq!, (j / H) | 0, 1, age)));
         this.addQuant(e, segBytes(s) - before);
         if (changed) changedFrom = start;
       }
@@ -366,14 +262,6 @@ export class PagedKvCache {
   /** Count of commit-time rewrites of the sequence's rows so far (see `rewrittenSince`). */
   rewrites(seqId: number): number {
     return this.seqs.get(seqId)?.rewritten.length ?? 0;
-  }
-
-  /** Bit width of layer `layer`'s keys (0) or values (1) in the stair `age` steps below the
-   *  newest (the last width is the floor). */
-  private stairBits(layer: number, kv: 0 | 1, age: number): number {
-    const o = this.saq!.layers?.[layer];
-    const st = (kv === 0 ? o?.keys : o?.values) ?? this.saq!.bits;
-    return st[Math.min(age, st.length - 1)];
   }
 
   private addQuant(e: SeqEntry, bytes: number): void {
@@ -525,47 +413,4 @@ export class PagedKvCache {
       sequences: this.seqs.size,
     };
   }
-}
-
-/** Copies `n` token-major rows ([n, kvHeads * headDim], as the graphs output new K/V) at src[at]
- *  to positions pos.. of each head of a head-major past ([kvHeads, past, headDim], as the graphs
- *  take it) whose batch row starts at out[base]. */
-export function copyToHeadMajor(src: Float32Array, at: number, n: number, out: Float32Array, base: number, past: number, pos: number, kvHeads: number, headDim: number): void {
-  const W = kvHeads * headDim;
-  for (let h = 0; h < kvHeads; h++) {
-    let o = base + (h * past + pos) * headDim;
-    let i = at + h * headDim;
-    for (let r = 0; r < n; r++, o += headDim, i += W) out.set(src.subarray(i, i + headDim), o);
-  }
-}
-
-/** `n` token-major rows as a head-major past of exactly `n` rows (tools and tests). */
-export function headMajor(rows: Float32Array, n: number, kvHeads: number, headDim: number): Float32Array {
-  const out = new Float32Array(n * kvHeads * headDim);
-  copyToHeadMajor(rows, 0, n, out, 0, n, 0, kvHeads, headDim);
-  return out;
-}
-
-/** A stair's tokens: 'q8' when every layer's keys and values hold 8 bits, 'q5-8' when widths
- *  range over 5..8. */
-function tokenTier(s: Segment): string {
-  let lo = Infinity;
-  let hi = 0;
-  for (const q of [...s.keys, ...s.values]) {
-    lo = Math.min(lo, q.bits);
-    hi = Math.max(hi, q.bits);
-  }
-  return lo === hi ? `q${lo}` : `q${lo}-${hi}`;
-}
-
-/** A stair's bytes go to the tier of each block's width ('q8', 'q5', ...). */
-function addTierBytes(tiers: Record<string, number>, s: Segment): void {
-  for (const q of [...s.keys, ...s.values]) tiers[`q${q.bits}`] = (tiers[`q${q.bits}`] ?? 0) + quantBytes(q);
-}
-
-function segBytes(s: Segment): number {
-  let n = 0;
-  for (const q of s.keys) n += quantBytes(q);
-  for (const q of s.values) n += quantBytes(q);
-  return n;
 }

@@ -20,7 +20,7 @@ import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { NEG_BIAS } from '../../model/onnx-layout.ts';
 import { chain, DrafterUnavailable, type DraftContext, type Drafter, type DraftTree } from '../Drafter.ts';
-import { copyToHeadMajor } from '../../kvcache/paged.ts';
+import { copyToHeadMajor } from '../../model/onnx-layout.ts';
 import { headSession } from '../shared/sessions.ts';
 import { DTYPE_SUFFIX, type WeightDtype } from '../../model/config.ts';
 
