@@ -21,14 +21,15 @@ const o = new Command()
   .option('--max-tokens <n>', 'tokens per prompt', (v) => parseInt(v, 10), 128)
   .option('--reps <n>', 'repetitions of every prompt', (v) => parseInt(v, 10), 2)
   .option('--draft-policy <name>', 'goodput or static', 'goodput')
+  .option('--kv-cache <name>', 'fp32 or saq', 'fp32')
   .option('--out <dir>', 'results folder', path.join(ROOT, 'bench', 'results'))
   .parse()
-  .opts<{ base: string; model: string; methods: string; maxTokens: number; reps: number; draftPolicy: string; out: string }>();
+  .opts<{ base: string; model: string; methods: string; maxTokens: number; reps: number; draftPolicy: string; kvCache: string; out: string }>();
 
 type Create = (opts: Record<string, unknown>) => Promise<Engine>;
 async function load(root: string): Promise<Engine> {
   const mod = (await import(pathToFileURL(path.join(root, 'src', 'engine', 'index.ts')).href)) as { createEngine: Create };
-  return mod.createEngine({ modelDir: o.model, provider: 'cpu', draftPolicy: o.draftPolicy });
+  return mod.createEngine({ modelDir: o.model, provider: 'cpu', draftPolicy: o.draftPolicy, kvCache: o.kvCache });
 }
 
 async function run(engine: Engine, req: TextRequest): Promise<{ seconds: number; ids: number[] }> {
@@ -86,7 +87,7 @@ const date = new Date().toISOString().slice(0, 10);
 const md = [
   `# bench:ab (${date})`,
   '',
-  `\`npm run bench:ab -- --base ${o.base} --reps ${o.reps} --max-tokens ${o.maxTokens} --draft-policy ${o.draftPolicy}\``,
+  `\`npm run bench:ab -- --base ${o.base} --reps ${o.reps} --max-tokens ${o.maxTokens} --draft-policy ${o.draftPolicy} --kv-cache ${o.kvCache}\``,
   '',
   mdTable(
     ['method', 'base tok/s', 'head tok/s', 'base speedup', 'head speedup', 'head/base (median per prompt)'],

@@ -1,6 +1,6 @@
 // SAQ, the staircase below the fp32 window (docs/methods.md §7.2): its options, their defaults and
-// the bookkeeping of quantized stairs. PagedKvCache (paged.ts) moves rows into stairs at commit.
-import type { KvShape } from './paged.ts';
+// the bookkeeping of quantized stairs. staircase.ts moves rows into stairs at commit.
+import type { KvShape } from './block-pool.ts';
 import { quantBytes, SUPPORTED_BITS, type QuantBlock } from './quant.ts';
 
 export interface SaqOptions {

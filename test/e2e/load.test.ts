@@ -116,19 +116,38 @@ test('a flood beyond the queue gets 429 with Retry-After while admitted requests
 
 test('SIGTERM during load drains in-flight streams and exits 0', async () => {
   const server = await startServer();
-  const started: Promise<void>[] = [];
-  const inflight = Array.from({ length: 4 }, (_, i) => {
-    let onFirstChunk!: () => void;
-    started.push(new Promise<void>((resolve) => (onFirstChunk = resolve)));
-    return stream(server.url, { prompt: prompts[i], max_tokens: 200, ignore_eos: true, temperature: 0 }, { onFirstChunk });
-  });
-  // every stream is decoding (and has far from finished) before the signal
-  await Promise.all(started);
-  server.child.kill('SIGTERM');
-  const results = await Promise.all(inflight);
-  for (const r of results) {
-    assert.equal(r.status, 200);
-    assert.equal(r.finish, 'length', 'in-flight stream was cut');
+  try {
+    const started: Promise<unknown>[] = [];
+    const inflight = Array.from({ length: 4 }, (_, i) => {
+      let onFirstChunk!: () => void;
+      const first = new Promise<void>((resolve) => (onFirstChunk = resolve));
+      const done = stream(server.url, { prompt: prompts[i], max_tokens: 200, ignore_eos: true, temperature: 0 }, { onFirstChunk });
+      // a stream that ends (or fails) before its first chunk fails the wait instead of hanging it
+      started.push(Promise.race([first, done.then((r) => Promise.reject(new Error(`stream ${i} ended before its first chunk: ${r.status} ${JSON.stringify(r.body)}`)))]));
+      return done;
+    });
+    // every stream is decoding (and has far from finished) before the signal, however slow the
+    // machine: no fixed delay, but a bound so that a stuck server fails rather than hangs
+    await within(60_000, Promise.all(started), 'all four streams to start');
+    server.child.kill('SIGTERM');
+    const results = await Promise.all(inflight);
+    for (const r of results) {
+      assert.equal(r.status, 200);
+      assert.equal(r.finish, 'length', 'in-flight stream was cut');
+    }
+    assert.equal(await server.exited, 0);
+  } finally {
+    await server.stop(); // no-op once it has exited
   }
-  assert.equal(await server.exited, 0);
 });
+
+/** `p`, or a rejection naming `what` after `ms`. */
+async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`waited ${ms} ms for ${what}`)), ms)));
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
