@@ -135,6 +135,19 @@ describe('openai client against the real model', () => {
     assert.equal(after, before + 1);
   });
 
+  test('a stop string ends speculative decoding where it ends plain decoding, with its statistics', async () => {
+    const body = { model: MODEL, prompt: 'import os\nimport sys\nimport re\n', max_tokens: 64, temperature: 0, stop: ['\nimport s'] };
+    const plain = await post('/v1/completions', { ...body, speculative: { drafter: 'none' } });
+    const spec = await post('/v1/completions', { ...body, speculative: { drafter: 'prompt-lookup' } });
+    assert.equal(spec.body.choices[0].finish_reason, 'stop');
+    assert.equal(spec.body.choices[0].text, plain.body.choices[0].text);
+    assert.equal(spec.body.usage.completion_tokens, plain.body.usage.completion_tokens);
+    // the worker checks stop strings, so a stop-ended request has a done message and its stats
+    const stats = spec.body.speculative[0];
+    assert.equal(stats.drafter, 'prompt-lookup');
+    assert.equal(stats.mean_acceptance_length, stats.draft_steps ? 1 + stats.accepted_tokens / stats.draft_steps : 1);
+  });
+
   test('logprobs and echo with max_tokens 0 score a prompt', async () => {
     const res = await post('/v1/completions', { model: MODEL, prompt: 'import os\nimport sys\n', max_tokens: 0, echo: true, logprobs: 2 });
     assert.equal(res.status, 200);
