@@ -4,10 +4,9 @@ import { randomInt } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { ApiError, assertKnownDrafter } from '../errors.ts';
 import type { KvStats } from '../kvcache/paged.ts';
-import { LANTERN_DELTA, LANTERN_K } from '../worker/lantern.ts';
 import { loadModelConfig, type ModelConfig } from '../model/config.ts';
 import { meanAcceptanceLength } from './stats.ts';
-import type { EngineOptions } from './options.ts';
+import { LANTERN_DELTA, LANTERN_K, type EngineOptions } from './options.ts';
 import type { DraftCapSnapshot, FromWorker, SeqRequest, WireLogprob, WorkerInfo, WorkerInit } from '../worker/protocol.ts';
 import { textEvent, TextCodec, TokenTextStream } from '../model/text.ts';
 import type {

@@ -1,6 +1,13 @@
 // Engine options with their defaults, in one place. The CLI/config layer fills these from flags,
 // environment and config file (src/config.ts).
 
+/** LANTERN (lossy, opt-in): neighbours walked per draft token when a request does not say.
+ *  Defaults to `4`. */
+export const LANTERN_K = 4;
+/** LANTERN: total-variation budget per token when a request does not say. Defaults to `0.1` (the
+ *  paper's default). */
+export const LANTERN_DELTA = 0.1;
+
 export const ENGINE_DEFAULTS = {
   /** Execution provider preference: "auto" tries CUDA then falls back to CPU. */
   provider: 'auto' as 'auto' | 'cuda' | 'cpu',

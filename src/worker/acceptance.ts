@@ -10,7 +10,8 @@
 //   sampled children (from q)  accept x with min(1, p(x)/q(x)); on rejection p <- norm(max(0, p - q))
 // The bonus is drawn from the (residual) distribution at the node where the walk stopped, or is the
 // accepted child whose own logits are not exact (VerifyTree.exact).
-import { argmax, Rng, sampleFrom } from './sampling.ts';
+import type { Rng } from '../util/rng.ts';
+import { argmax, sampleFrom } from './sampling.ts';
 
 export interface VerifyTree {
   /** [nodes] token at each node; node 0 is the root (already chosen, never re-checked). */

@@ -13,11 +13,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
-/** Neighbours walked per draft token. Defaults to `4`. */
-export const LANTERN_K = 4;
-/** Total-variation budget per token. Defaults to `0.1` (the paper's default). */
-export const LANTERN_DELTA = 0.1;
-
 export interface LanternParams {
   k: number;
   delta: number;

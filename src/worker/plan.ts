@@ -49,16 +49,17 @@ export interface DraftPolicy {
 export type DraftPolicyName = 'goodput' | 'static';
 
 export function resolveDraftPolicy(name: DraftPolicyName, caps: DraftCapPolicy): DraftPolicy {
+  const staticShare = (running: readonly Sequence[]): StepCap => ({ cap: Math.floor(STATIC_DRAFT_TOKENS_PER_STEP / running.length), goodput: null });
   switch (name) {
     case 'static':
-      return { choose: (running) => ({ cap: Math.floor(STATIC_DRAFT_TOKENS_PER_STEP / running.length), goodput: null }) };
+      return { choose: staticShare };
     case 'goodput':
       return {
         choose(running) {
           const decoding = running.filter((s) => !s.prefilling);
           const names = new Set(decoding.flatMap((s) => (s.drafter ? [s.drafter.name] : [])));
           // nobody drafts: the cap is unused
-          if (names.size === 0) return { cap: Math.floor(STATIC_DRAFT_TOKENS_PER_STEP / running.length), goodput: null };
+          if (names.size === 0) return staticShare(running);
           // measured per drafter: their costs and hit rates differ too much to share one estimate
           const drafter = names.size === 1 ? [...names][0] : 'mixed';
           const { cap, arm } = caps.choose(decoding.length, drafter);

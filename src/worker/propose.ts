@@ -19,7 +19,9 @@ export async function propose(rows: readonly Row[], env: ProposeEnv): Promise<vo
   for (const r of rows) {
     const d = r.seq.drafter;
     if (!d || r.draftLimit <= 0) continue;
-    byDrafter.set(d, [...(byDrafter.get(d) ?? []), r]);
+    const list = byDrafter.get(d);
+    if (list) list.push(r);
+    else byDrafter.set(d, [r]);
   }
   for (const [drafter, list] of byDrafter) {
     let trees: (DraftTree | null)[];

@@ -1,9 +1,7 @@
 // Logit processing and sampling. The same `warp` is what plain decoding samples from and what the
 // speculative verifier checks drafts against, so the two can never disagree on the distribution.
 import type { SamplingParams } from '../engine/types.ts';
-import { Rng } from '../util/rng.ts';
-
-export { Rng };
+import type { Rng } from '../util/rng.ts';
 
 export function argmax(a: Float32Array | Float64Array, off = 0, n = a.length - off): number {
   let best = 0;

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { verifyGreedy, verifySampled, type VerifyTree } from '../../src/worker/acceptance.ts';
-import { Rng, sampleFrom } from '../../src/worker/sampling.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { sampleFrom } from '../../src/worker/sampling.ts';
 import { chiSquare, chiSquareCritical } from '../helpers/stats.ts';
 
 const V = 6;

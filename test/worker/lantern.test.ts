@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { verifyGreedy, verifySampled, type VerifyTree } from '../../src/worker/acceptance.ts';
 import { relax } from '../../src/worker/lantern.ts';
-import { Rng } from '../../src/worker/sampling.ts';
+import { Rng } from '../../src/util/rng.ts';
 import { chiSquare, chiSquareCritical } from '../helpers/stats.ts';
 
 const probVector = (n: number) =>

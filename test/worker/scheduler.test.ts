@@ -1,6 +1,6 @@
-// The scheduler with a fake model (no model files): admission under the KV budget, eviction,
-// deadlines, cancel mid-step, disconnect while queued, stop strings across steps, the goodput
-// counterfactual bookkeeping, and mixed drafters in one batch.
+// The scheduler with a fake model (no model files): admission under the KV budget, eviction when
+// the rows of one step do not all fit, deadlines, cancel mid-step, disconnect while queued, stop
+// strings across steps, the goodput counterfactual bookkeeping, and mixed drafters in one batch.
 //
 // The fake target is a Markov chain: the logits at a node are one-hot on next(token, position), so
 // a node's logits depend only on its own token and position, as a real model's would on its path.
@@ -179,6 +179,21 @@ test('a request waits in the queue while the running ones hold the KV budget, th
   assert.deepEqual(tokensOf(a.id), plainGreedy(a.promptIds, 8));
   assert.deepEqual(tokensOf(b.id), plainGreedy(b.promptIds, 8));
   assert.ok(doneOf(a.id) && doneOf(b.id));
+});
+
+test('decode rows of one step reserve their KV room one after another: the one without room gets a 429, not a 500', async () => {
+  // Two sequences that each fit one more block, but not both, once made the second commit fail its
+  // request with a 500 ("KV append beyond reservation"). 5 blocks: two 7-token prompts take 2
+  // blocks each; after one step each needs a third block at its 9th token, and only one is left.
+  const { sched, kv, sent, run } = setup({ kvBlocks: 5, options: { maxBatchSize: 4, maxQueuedRequests: 4 } });
+  const prompt = Array.from({ length: 7 }, (_, i) => i % 5);
+  sched.submit(req({ promptIds: prompt, maxTokens: 40, ignoreEos: true, maxDraftTokens: 0 }));
+  sched.submit(req({ promptIds: prompt, maxTokens: 40, ignoreEos: true, maxDraftTokens: 0 }));
+  await run(50);
+  const errors = sent.filter((m): m is Extract<FromWorker, { type: 'error' }> => m.type === 'error');
+  assert.ok(errors.length >= 1, 'the budget cannot hold both requests to the end');
+  for (const e of errors) assert.equal(e.code, 'queue_full', `${e.code}: ${e.message}`);
+  assert.equal(kv.stats().blocksReserved, 0, 'reservations are returned when the requests end');
 });
 
 test('the queue is bounded', () => {
